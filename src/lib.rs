@@ -1,0 +1,57 @@
+//! protoloop: Python asyncio's transports-and-protocols model for Rust.
+//!
+//! A single-threaded event loop on `mio` ([`EventLoop`]) drives
+//! callback-based transports ([`Transport`]) that call user protocols
+//! ([`Protocol`]): `connection_made`, `data_received`, `eof_received`,
+//! `connection_lost`, `pause_writing` / `resume_writing`, with the contract
+//! written down in [`protocol`]. Futures run on the same loop
+//! ([`Handle::spawn`], [`SettableFuture`], [`sleep`], [`timeout`]).
+//!
+//! # An echo server
+//!
+//! ```
+//! use protoloop::{EventLoop, Protocol, ServerOptions, Transport};
+//!
+//! struct Echo(Option<Transport>);
+//! impl Protocol for Echo {
+//!     fn connection_made(&mut self, t: Transport) { self.0 = Some(t); }
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         let _ = self.0.as_ref().unwrap().write(data);
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new().unwrap();
+//! let h = lp.handle();
+//! let server = h
+//!     .create_server(|| Echo(None), "127.0.0.1:0", ServerOptions::default())
+//!     .unwrap();
+//! let addr = server.local_addrs()[0];
+//! # server.close();
+//! # let _ = addr;
+//! ```
+//!
+//! # Layers
+//!
+//! `reactor` (mio, private) → `time` → [`event_loop`] → [`task`] →
+//! [`protocol`] → [`transport`]. See `DESIGN.md` in the project for the map.
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod event_loop;
+pub mod protocol;
+mod reactor;
+pub mod task;
+mod time;
+pub mod transport;
+
+pub use error::{Error, Result};
+pub use event_loop::{
+    DEFAULT_SLOW_CALLBACK, EventLoop, ExceptionContext, ExceptionKind, ExecutorFuture, Handle,
+    LoopStats, RemoteHandle,
+};
+pub use protocol::{Buffered, BufferedProtocol, CloseReason, Protocol, TimeoutKind};
+pub use task::{FutureError, JoinError, JoinHandle, SettableFuture, sleep, spawn, timeout};
+pub use time::{CallbackHandle, TimerHandle};
+pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
+pub use transport::{ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats};

@@ -1,0 +1,229 @@
+//! The write buffer shared by stream transports: a queue of byte chunks,
+//! its size kept as a counter, and the water marks that decide when the
+//! protocol is asked to pause and resume writing.
+//!
+//! It is a plain state machine: `push` and `consume` report whether a
+//! `pause_writing` or `resume_writing` is due, and the transport calls the
+//! protocol. Calls are always paired: a resume is only reported after a
+//! pause.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Default high-water mark: 64 KiB.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Default low-water mark: 16 KiB.
+pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
+
+/// Small writes are copied into the tail chunk up to this size, so that
+/// many small writes become one `write` system call.
+const COALESCE: usize = 4096;
+
+/// What the protocol must be told after a buffer change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Nothing changed.
+    Same,
+    /// Went above the high mark: call `pause_writing`.
+    Pause,
+    /// Drained to the low mark after a pause: call `resume_writing`.
+    Resume,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteBuffer {
+    chunks: VecDeque<Bytes>,
+    /// Small writes gather here before joining `chunks`.
+    tail: BytesMut,
+    len: usize,
+    high: usize,
+    low: usize,
+    paused: bool,
+}
+
+impl Default for WriteBuffer {
+    fn default() -> Self {
+        WriteBuffer {
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            len: 0,
+            high: DEFAULT_HIGH_WATER,
+            low: DEFAULT_LOW_WATER,
+            paused: false,
+        }
+    }
+}
+
+impl WriteBuffer {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.high, self.low)
+    }
+
+    /// Set the marks; returns the flow change the new marks cause.
+    pub(crate) fn set_limits(&mut self, high: usize, low: usize) -> Flow {
+        self.high = high;
+        self.low = low.min(high);
+        self.check()
+    }
+
+    /// Queue a copy of `data`.
+    pub(crate) fn push_slice(&mut self, data: &[u8]) -> Flow {
+        if data.is_empty() {
+            return Flow::Same;
+        }
+        if data.len() <= COALESCE && self.tail.len() + data.len() <= COALESCE * 4 {
+            self.tail.extend_from_slice(data);
+        } else {
+            self.seal_tail();
+            self.chunks.push_back(Bytes::copy_from_slice(data));
+        }
+        self.len += data.len();
+        self.check()
+    }
+
+    /// Queue `data` without copying.
+    pub(crate) fn push_bytes(&mut self, data: Bytes) -> Flow {
+        if data.is_empty() {
+            return Flow::Same;
+        }
+        self.seal_tail();
+        self.len += data.len();
+        self.chunks.push_back(data);
+        self.check()
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// Up to `max` slices of pending data, oldest first.
+    pub(crate) fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
+        out.clear();
+        for c in self.chunks.iter().take(max) {
+            out.push(IoSlice::new(c));
+        }
+        if out.len() < max && !self.tail.is_empty() {
+            out.push(IoSlice::new(&self.tail));
+        }
+    }
+
+    /// The kernel took `n` bytes.
+    pub(crate) fn consume(&mut self, mut n: usize) -> Flow {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(front) => {
+                    if front.len() <= n {
+                        n -= front.len();
+                        self.chunks.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+                None => {
+                    self.tail.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if self.len == 0 {
+            // Give back the memory of a big burst; an idle connection
+            // keeps no buffer.
+            self.chunks = VecDeque::new();
+            self.tail = BytesMut::new();
+        }
+        self.check()
+    }
+
+    /// Drop everything (abort); never reports a flow change.
+    pub(crate) fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.tail = BytesMut::new();
+        self.len = 0;
+    }
+
+    fn check(&mut self) -> Flow {
+        if !self.paused && self.len > self.high {
+            self.paused = true;
+            Flow::Pause
+        } else if self.paused && self.len <= self.low {
+            self.paused = false;
+            Flow::Resume
+        } else {
+            Flow::Same
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(b: &WriteBuffer) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut s = Vec::new();
+        b.slices(&mut s, usize::MAX);
+        for x in s {
+            v.extend_from_slice(&x);
+        }
+        v
+    }
+
+    #[test]
+    fn pause_and_resume_are_paired_at_the_marks() {
+        let mut b = WriteBuffer::default();
+        assert_eq!(b.push_slice(&[0; 60 * 1024]), Flow::Same);
+        assert_eq!(b.push_slice(&[0; 5 * 1024]), Flow::Pause);
+        assert_eq!(b.push_slice(&[0; 5 * 1024]), Flow::Same);
+        assert_eq!(b.consume(50 * 1024), Flow::Same);
+        assert_eq!(b.len(), 20 * 1024);
+        assert_eq!(b.consume(4 * 1024), Flow::Resume);
+        assert_eq!(b.consume(16 * 1024), Flow::Same);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn order_is_kept_across_coalescing_and_partial_consumes() {
+        let mut b = WriteBuffer::default();
+        let mut want = Vec::new();
+        for i in 0..200u32 {
+            let piece: Vec<u8> = (0..(i * 37 % 9000)).map(|x| (x + i) as u8).collect();
+            want.extend_from_slice(&piece);
+            if i % 3 == 0 {
+                b.push_bytes(Bytes::from(piece));
+            } else {
+                b.push_slice(&piece);
+            }
+        }
+        assert_eq!(flat(&b), want);
+        let mut got = Vec::new();
+        while !b.is_empty() {
+            let take = 777.min(b.len());
+            got.extend_from_slice(&flat(&b)[..take]);
+            b.consume(take);
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn lowering_the_mark_under_the_size_pauses() {
+        let mut b = WriteBuffer::default();
+        b.push_slice(&[1; 1000]);
+        assert_eq!(b.set_limits(100, 10), Flow::Pause);
+        assert_eq!(b.set_limits(2000, 1000), Flow::Resume);
+    }
+}

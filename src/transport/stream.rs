@@ -1,0 +1,746 @@
+//! The stream transport shared by TCP and Unix sockets: reading into the
+//! loop's buffer, the write buffer with flow control, half-close, close,
+//! abort, and delivery of the protocol callbacks in contract order.
+//!
+//! # Reading
+//!
+//! Each readiness event reads into the loop's shared 256 KiB buffer (or the
+//! protocol's own, for a `BufferedProtocol`) and hands the bytes to
+//! `data_received`. A short read means the socket was drained (see the
+//! reactor's docs), so a request costs one `read`, not two. After 16 full
+//! reads in a row the transport yields to other work and continues on the
+//! next iteration.
+//!
+//! # Callback delivery
+//!
+//! `data_received`, `eof_received` and `connection_made` are called from
+//! the readiness handler. Everything a transport *method* causes
+//! (`pause_writing`, `resume_writing`, `connection_lost`) is scheduled
+//! with `call_soon`, so it is never re-entrant and always arrives in the
+//! order it happened.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use mio::{Interest, Token};
+
+use super::buffer::{Flow, WriteBuffer};
+use super::{SocketAddress, TransportImpl, TransportStats, closed};
+use crate::error::{Error, Result};
+use crate::event_loop::{ExceptionKind, Handle, panic_message};
+use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{IoHandler, Ready, interrupted, would_block};
+use crate::time::TimerHandle;
+
+/// Reads in a row before yielding to the rest of the loop.
+const MAX_READS_PER_EVENT: usize = 16;
+/// Size hint given to a `BufferedProtocol`'s `get_buffer`.
+const BUFFER_HINT: usize = 64 * 1024;
+/// At most this much unread input is discarded on a graceful close (so
+/// the kernel sends FIN, not RST, and the peer gets all we wrote).
+const CLOSE_DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// A connected, non-blocking stream socket.
+pub(crate) trait StreamSocket: mio::event::Source + 'static {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
+    fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// Make the coming close a reset (`SO_LINGER` 0) where that exists.
+    fn prepare_abort(&self) {}
+    fn peer(&self) -> Option<SocketAddress>;
+    fn local(&self) -> Option<SocketAddress>;
+}
+
+impl StreamSocket for mio::net::TcpStream {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+    fn prepare_abort(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+    fn peer(&self) -> Option<SocketAddress> {
+        self.peer_addr().ok().map(SocketAddress::Inet)
+    }
+    fn local(&self) -> Option<SocketAddress> {
+        self.local_addr().ok().map(SocketAddress::Inet)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseKind {
+    Local,
+    PeerEof,
+}
+
+#[derive(Default)]
+struct State {
+    wbuf: WriteBuffer,
+    closing: Option<CloseKind>,
+    eof_pending: bool,
+    eof_written: bool,
+    eof_received: bool,
+    paused: bool,
+    lost: bool,
+    stats: TransportStats,
+    close_timer: Option<TimerHandle>,
+}
+
+/// The transport of one stream connection.
+pub(crate) struct StreamTransport<S: StreamSocket> {
+    handle: Handle,
+    me: Weak<StreamTransport<S>>,
+    token: Cell<Option<Token>>,
+    sock: RefCell<Option<S>>,
+    protocol: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
+    st: RefCell<State>,
+    on_lost: RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+impl<S: StreamSocket> StreamTransport<S> {
+    pub(crate) fn new(
+        handle: &Handle,
+        sock: S,
+        protocol: Rc<RefCell<dyn Protocol>>,
+    ) -> Rc<StreamTransport<S>> {
+        Rc::new_cyclic(|me| StreamTransport {
+            handle: handle.clone(),
+            me: me.clone(),
+            token: Cell::new(None),
+            sock: RefCell::new(Some(sock)),
+            protocol: RefCell::new(Some(protocol)),
+            st: RefCell::new(State::default()),
+            on_lost: RefCell::new(None),
+        })
+    }
+
+    fn rc(&self) -> Rc<Self> {
+        self.me
+            .upgrade()
+            .expect("transport is alive while its methods run")
+    }
+
+    /// Register a fresh socket with the reactor.
+    pub(crate) fn register(self: &Rc<Self>) -> io::Result<()> {
+        let token = self.handle.inner.reactor.insert(self.clone());
+        self.token.set(Some(token));
+        let mut sock = self.sock.borrow_mut();
+        let sock = sock.as_mut().expect("registered before close");
+        if let Err(e) =
+            self.handle
+                .inner
+                .reactor
+                .register(sock, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.handle.inner.reactor.forget(token);
+            self.token.set(None);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Take over a token under which the socket is already registered.
+    pub(crate) fn adopt_token(self: &Rc<Self>, token: Token) {
+        self.handle.inner.reactor.set_handler(token, self.clone());
+        self.token.set(Some(token));
+    }
+
+    /// Run `hook` once when the connection is gone (server bookkeeping).
+    pub(crate) fn set_on_lost(&self, hook: Box<dyn FnOnce()>) {
+        *self.on_lost.borrow_mut() = Some(hook);
+    }
+
+    /// Call `connection_made`, then look for data that may have arrived
+    /// before this transport took over the socket.
+    pub(crate) fn start(self: &Rc<Self>, initial_read: bool) {
+        let t = super::Transport::new(self.clone());
+        self.call_protocol("connection_made", |p| p.connection_made(t));
+        if initial_read {
+            let me = self.clone();
+            self.handle.call_soon(move || me.read_ready());
+        }
+    }
+
+    fn describe(&self, what: &str) -> String {
+        match self.peer_addr() {
+            Some(a) => format!("{what} of the protocol of connection with {a}"),
+            None => format!("{what} of a connection's protocol"),
+        }
+    }
+
+    /// Call the protocol; on a panic, abort the connection with the panic
+    /// as the reason. Returns `false` if the call did not complete.
+    pub(crate) fn call_protocol(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
+        let Some(proto) = self.protocol.borrow().clone() else {
+            return false;
+        };
+        let Ok(mut p) = proto.try_borrow_mut() else {
+            self.handle.report(
+                ExceptionKind::Error,
+                format!(
+                    "{} skipped: the protocol is already borrowed",
+                    self.describe(what)
+                ),
+            );
+            return false;
+        };
+        let r = self.handle.guard_with(
+            ExceptionKind::ProtocolPanic,
+            &|| self.describe(what),
+            || f(&mut *p),
+        );
+        drop(p);
+        match r {
+            Ok(()) => true,
+            Err(msg) => {
+                self.finish(CloseReason::Panic(msg), true);
+                false
+            }
+        }
+    }
+
+    fn schedule_flow(&self, flow: Flow) {
+        if flow == Flow::Same {
+            return;
+        }
+        let me = self.rc();
+        self.handle.call_soon(move || {
+            if me.st.borrow().lost {
+                return;
+            }
+            match flow {
+                Flow::Pause => me.call_protocol("pause_writing", |p| p.pause_writing()),
+                Flow::Resume => me.call_protocol("resume_writing", |p| p.resume_writing()),
+                Flow::Same => true,
+            };
+        });
+    }
+
+    fn can_read(&self) -> bool {
+        let st = self.st.borrow();
+        !(st.lost || st.closing.is_some() || st.paused || st.eof_received)
+    }
+
+    fn sock_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.sock.borrow().as_ref() {
+            Some(s) => loop {
+                match s.read_some(buf) {
+                    Err(e) if interrupted(&e) => continue,
+                    other => return other,
+                }
+            },
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn read_ready(self: &Rc<Self>) {
+        for _ in 0..MAX_READS_PER_EVENT {
+            if !self.can_read() {
+                return;
+            }
+            let Some(proto) = self.protocol.borrow().clone() else {
+                return;
+            };
+            // A BufferedProtocol lends its own buffer.
+            let lent = {
+                let Ok(mut p) = proto.try_borrow_mut() else {
+                    return;
+                };
+                let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                    p.get_buffer(BUFFER_HINT).map(|b| {
+                        let cap = b.len();
+                        (self.sock_read(b), cap)
+                    })
+                }));
+                drop(p);
+                match r {
+                    Ok(v) => v,
+                    Err(payload) => {
+                        let msg: std::sync::Arc<str> = panic_message(&*payload).into();
+                        self.handle.report(
+                            ExceptionKind::ProtocolPanic,
+                            format!("{} panicked: {msg}", self.describe("get_buffer")),
+                        );
+                        self.finish(CloseReason::Panic(msg), true);
+                        return;
+                    }
+                }
+            };
+            let full = match lent {
+                Some((res, cap)) => match res {
+                    Ok(0) => return self.eof(),
+                    Ok(n) => {
+                        self.st.borrow_mut().stats.bytes_received += n as u64;
+                        if !self.call_protocol("buffer_updated", |p| p.buffer_updated(n)) {
+                            return;
+                        }
+                        n == cap
+                    }
+                    Err(e) => return self.read_error(e),
+                },
+                None => {
+                    let mut buf = self.handle.take_read_buf();
+                    let res = self.sock_read(&mut buf);
+                    match res {
+                        Ok(0) => {
+                            self.handle.put_read_buf(buf);
+                            return self.eof();
+                        }
+                        Ok(n) => {
+                            self.st.borrow_mut().stats.bytes_received += n as u64;
+                            let ok =
+                                self.call_protocol("data_received", |p| p.data_received(&buf[..n]));
+                            let full = n == buf.len();
+                            self.handle.put_read_buf(buf);
+                            if !ok {
+                                return;
+                            }
+                            full
+                        }
+                        Err(e) => {
+                            self.handle.put_read_buf(buf);
+                            return self.read_error(e);
+                        }
+                    }
+                }
+            };
+            if !full {
+                return; // drained: the next arrival raises a new edge
+            }
+        }
+        // Yield to other connections; carry on next iteration.
+        let me = self.clone();
+        self.handle.call_soon(move || me.read_ready());
+    }
+
+    fn read_error(self: &Rc<Self>, e: io::Error) {
+        if !would_block(&e) {
+            self.finish(CloseReason::from_io(e), false);
+        }
+    }
+
+    fn eof(self: &Rc<Self>) {
+        self.st.borrow_mut().eof_received = true;
+        let mut keep_open = false;
+        if !self.call_protocol("eof_received", |p| keep_open = p.eof_received()) {
+            return;
+        }
+        let eof_written = self.st.borrow().eof_written;
+        if !keep_open {
+            self.begin_close(CloseKind::PeerEof);
+        } else if eof_written {
+            self.begin_close(CloseKind::Local);
+        }
+    }
+
+    fn begin_close(self: &Rc<Self>, kind: CloseKind) {
+        let mut st = self.st.borrow_mut();
+        if st.lost || st.closing.is_some() {
+            return;
+        }
+        st.closing = Some(kind);
+        let empty = st.wbuf.is_empty();
+        drop(st);
+        if empty {
+            self.finish_graceful(kind);
+        }
+    }
+
+    fn finish_graceful(self: &Rc<Self>, kind: CloseKind) {
+        // Discard unread input so closing sends FIN rather than RST, which
+        // could destroy data the peer has not read yet.
+        if let Some(s) = self.sock.borrow().as_ref() {
+            let mut scratch = [0u8; 4096];
+            let mut drained = 0;
+            while drained < CLOSE_DRAIN_LIMIT {
+                match s.read_some(&mut scratch) {
+                    Ok(0) => break,
+                    Ok(n) => drained += n,
+                    Err(e) if interrupted(&e) => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = s.shutdown_write();
+        }
+        let reason = match kind {
+            CloseKind::Local => CloseReason::LocalClose,
+            CloseKind::PeerEof => CloseReason::PeerEof,
+        };
+        self.finish(reason, false);
+    }
+
+    /// The connection is over: release the socket now and schedule
+    /// `connection_lost(reason)`. Idempotent.
+    pub(crate) fn finish(&self, reason: CloseReason, abortive: bool) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+            st.closing.get_or_insert(CloseKind::Local);
+            st.wbuf.clear();
+            if let Some(t) = st.close_timer.take() {
+                t.cancel();
+            }
+        }
+        let sock = self.sock.borrow_mut().take();
+        if let Some(mut sock) = sock {
+            if abortive {
+                sock.prepare_abort();
+            }
+            if let Some(token) = self.token.take() {
+                self.handle.inner.reactor.remove(&mut sock, token);
+            }
+            drop(sock);
+        }
+        let hook = self.on_lost.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        let me = self.rc();
+        self.handle.call_soon(move || {
+            me.call_protocol("connection_lost", |p| p.connection_lost(reason));
+            // Break the transport <-> protocol cycle.
+            let proto = me.protocol.borrow_mut().take();
+            drop(proto);
+        });
+    }
+
+    fn flush(self: &Rc<Self>) {
+        loop {
+            let res = {
+                let st = self.st.borrow();
+                if st.wbuf.is_empty() || st.lost {
+                    break;
+                }
+                let sock = self.sock.borrow();
+                let Some(sock) = sock.as_ref() else { break };
+                let mut slices = Vec::with_capacity(16);
+                st.wbuf.slices(&mut slices, 64);
+                sock.write_vectored_some(&slices)
+            };
+            match res {
+                Ok(n) => {
+                    let flow = {
+                        let mut st = self.st.borrow_mut();
+                        st.stats.bytes_sent += n as u64;
+                        st.wbuf.consume(n)
+                    };
+                    self.schedule_flow(flow);
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => {
+                    self.finish(CloseReason::from_io(e), false);
+                    return;
+                }
+            }
+        }
+        self.after_drain();
+    }
+
+    /// The write buffer is empty: do what waited for it.
+    fn after_drain(self: &Rc<Self>) {
+        let (eof_now, closing) = {
+            let mut st = self.st.borrow_mut();
+            if st.lost || !st.wbuf.is_empty() {
+                return;
+            }
+            let eof_now = st.eof_pending && !st.eof_written;
+            if eof_now {
+                st.eof_pending = false;
+                st.eof_written = true;
+            }
+            (eof_now, st.closing)
+        };
+        if eof_now {
+            if let Some(s) = self.sock.borrow().as_ref()
+                && let Err(e) = s.shutdown_write()
+            {
+                self.finish(CloseReason::from_io(e), false);
+                return;
+            }
+            if self.st.borrow().eof_received && closing.is_none() {
+                self.begin_close(CloseKind::Local);
+                return;
+            }
+        }
+        if let Some(kind) = closing {
+            self.finish_graceful(kind);
+        }
+    }
+
+    fn check_writable(&self, st: &State) -> Result<()> {
+        if st.lost || st.closing.is_some() {
+            return closed();
+        }
+        if st.eof_pending || st.eof_written {
+            return Err(Error::EofWritten);
+        }
+        Ok(())
+    }
+
+    /// Write straight to the socket if nothing is queued; returns how much
+    /// the kernel took.
+    fn write_direct(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let sock = self.sock.borrow();
+        let Some(sock) = sock.as_ref() else {
+            return Ok(0);
+        };
+        loop {
+            let r = if bufs.len() == 1 {
+                sock.write_some(&bufs[0])
+            } else {
+                sock.write_vectored_some(bufs)
+            };
+            match r {
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => return Ok(0),
+                other => return other,
+            }
+        }
+    }
+
+    fn write_owned(&self, data: bytes::Bytes) -> Result<()> {
+        let mut st = self.st.borrow_mut();
+        self.check_writable(&st)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if !st.wbuf.is_empty() {
+            let flow = st.wbuf.push_bytes(data);
+            drop(st);
+            self.schedule_flow(flow);
+            return Ok(());
+        }
+        drop(st);
+        self.write_chunks(&[&data])
+    }
+
+    fn write_chunks(&self, chunks: &[&[u8]]) -> Result<()> {
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let mut st = self.st.borrow_mut();
+        self.check_writable(&st)?;
+        if total == 0 {
+            return Ok(());
+        }
+        let mut sent = 0;
+        if st.wbuf.is_empty() {
+            let slices: Vec<IoSlice<'_>> = if chunks.len() == 1 {
+                vec![IoSlice::new(chunks[0])]
+            } else {
+                chunks
+                    .iter()
+                    .filter(|c| !c.is_empty())
+                    .take(64)
+                    .map(|c| IoSlice::new(c))
+                    .collect()
+            };
+            match self.write_direct(&slices) {
+                Ok(n) => {
+                    sent = n;
+                    st.stats.bytes_sent += n as u64;
+                }
+                Err(e) => {
+                    drop(st);
+                    let err = Error::io("write", io::Error::new(e.kind(), e.to_string()));
+                    self.finish(CloseReason::from_io(e), false);
+                    return Err(err);
+                }
+            }
+        }
+        if sent == total {
+            return Ok(());
+        }
+        let mut flow = Flow::Same;
+        let mut skip = sent;
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let f = st.wbuf.push_slice(&c[skip..]);
+            skip = 0;
+            if f != Flow::Same {
+                flow = f;
+            }
+        }
+        drop(st);
+        self.schedule_flow(flow);
+        Ok(())
+    }
+}
+
+impl<S: StreamSocket> IoHandler for StreamTransport<S> {
+    fn ready(self: Rc<Self>, ready: Ready) {
+        if self.st.borrow().lost {
+            return;
+        }
+        if ready.writable || ready.error || ready.write_closed {
+            let pending = !self.st.borrow().wbuf.is_empty();
+            if pending {
+                self.flush();
+            }
+        }
+        if ready.readable || ready.read_closed || ready.error {
+            self.read_ready();
+        }
+    }
+}
+
+impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
+    fn write(&self, data: &[u8]) -> Result<()> {
+        self.write_chunks(&[data])
+    }
+
+    fn writelines(&self, chunks: &[&[u8]]) -> Result<()> {
+        self.write_chunks(chunks)
+    }
+
+    fn write_bytes(&self, data: bytes::Bytes) -> Result<()> {
+        self.write_owned(data)
+    }
+
+    fn write_eof(&self) -> Result<()> {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost || st.closing.is_some() {
+                return closed();
+            }
+            if st.eof_pending || st.eof_written {
+                return Ok(());
+            }
+            st.eof_pending = true;
+        }
+        let me = self.rc();
+        if me.st.borrow().wbuf.is_empty() {
+            // Shut the write side now, but let any resulting close happen
+            // on the loop, not inside this call.
+            if let Some(s) = me.sock.borrow().as_ref() {
+                let _ = s.shutdown_write();
+            }
+            let both = {
+                let mut st = me.st.borrow_mut();
+                st.eof_pending = false;
+                st.eof_written = true;
+                st.eof_received
+            };
+            if both {
+                let h = me.handle.clone();
+                h.call_soon(move || me.begin_close(CloseKind::Local));
+            }
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {
+        self.rc().begin_close(CloseKind::Local);
+    }
+
+    fn close_with_deadline(&self, deadline: Duration) {
+        let me = self.rc();
+        me.begin_close(CloseKind::Local);
+        let mut st = me.st.borrow_mut();
+        if st.lost || st.close_timer.is_some() {
+            return;
+        }
+        let m = me.clone();
+        st.close_timer = Some(me.handle.call_later(deadline, move || {
+            m.st.borrow_mut().close_timer = None;
+            m.finish(
+                CloseReason::Timeout(crate::protocol::TimeoutKind::Close),
+                true,
+            );
+        }));
+    }
+
+    fn abort(&self) {
+        self.finish(CloseReason::LocalAbort, true);
+    }
+
+    fn is_closing(&self) -> bool {
+        let st = self.st.borrow();
+        st.lost || st.closing.is_some()
+    }
+
+    fn pause_reading(&self) {
+        self.st.borrow_mut().paused = true;
+    }
+
+    fn resume_reading(&self) {
+        let was = std::mem::replace(&mut self.st.borrow_mut().paused, false);
+        if was && self.can_read() {
+            // An edge may have come and gone while paused.
+            let me = self.rc();
+            self.handle.call_soon(move || me.read_ready());
+        }
+    }
+
+    fn is_reading(&self) -> bool {
+        self.can_read()
+    }
+
+    fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        let flow = self.st.borrow_mut().wbuf.set_limits(high, low);
+        self.schedule_flow(flow);
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.st.borrow().wbuf.limits()
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.st.borrow().wbuf.len()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddress> {
+        self.sock.borrow().as_ref().and_then(|s| s.peer())
+    }
+
+    fn local_addr(&self) -> Option<SocketAddress> {
+        self.sock.borrow().as_ref().and_then(|s| s.local())
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.st.borrow().stats
+    }
+
+    fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
+        if !self.st.borrow().lost || self.protocol.borrow().is_some() {
+            *self.protocol.borrow_mut() = Some(protocol);
+        }
+    }
+
+    fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
+        self.protocol.borrow().clone()
+    }
+
+    fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
+        match key {
+            "peername" => self
+                .peer_addr()
+                .map(|a| Box::new(a) as Box<dyn std::any::Any>),
+            "sockname" => self
+                .local_addr()
+                .map(|a| Box::new(a) as Box<dyn std::any::Any>),
+            _ => None,
+        }
+    }
+}
