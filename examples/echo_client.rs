@@ -61,7 +61,9 @@ fn main() {
             .create_connection(move || Client { received: r }, connect.as_str(), opts)
             .await
             .map_err(|e| e.to_string())?;
-        transport.write(message.as_bytes()).map_err(|e| e.to_string())?;
+        transport
+            .write(message.as_bytes())
+            .map_err(|e| e.to_string())?;
         // Wait (at most 5 s) for the whole message to come back.
         let deadline = h.time() + Duration::from_secs(5);
         while received.borrow().len() < message.len() && h.time() < deadline {
@@ -72,7 +74,11 @@ fn main() {
         if got == message.as_bytes() {
             Ok(String::from_utf8_lossy(&got).into_owned())
         } else {
-            Err(format!("echo differs: sent {} bytes, got {} back", message.len(), got.len()))
+            Err(format!(
+                "echo differs: sent {} bytes, got {} back",
+                message.len(),
+                got.len()
+            ))
         }
     });
     match result.expect("running the event loop") {

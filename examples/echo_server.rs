@@ -43,7 +43,11 @@ fn listen_arg() -> Result<String, String> {
         match a.as_str() {
             "--listen" => listen = args.next().ok_or("--listen needs HOST:PORT")?,
             "-h" | "--help" => return Err("usage: echo_server [--listen HOST:PORT]".into()),
-            other => return Err(format!("unknown argument {other:?}; usage: echo_server [--listen HOST:PORT]")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: echo_server [--listen HOST:PORT]"
+                ));
+            }
         }
     }
     Ok(listen)
@@ -59,7 +63,11 @@ fn main() {
     };
     let lp = EventLoop::new().expect("creating the event loop");
     let h = lp.handle();
-    let server = match h.create_server(|| Echo { transport: None }, listen.as_str(), ServerOptions::default()) {
+    let server = match h.create_server(
+        || Echo { transport: None },
+        listen.as_str(),
+        ServerOptions::default(),
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("echo_server: {e}");

@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod demo;
 mod error;
 pub mod event_loop;
 pub mod protocol;
