@@ -895,3 +895,29 @@ fn signal_handlers_run_on_the_loop_and_can_be_removed() {
         assert_eq!(h2.stats().sources, 0);
     });
 }
+
+#[test]
+fn waking_a_task_from_another_thread_after_close_does_not_panic() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (tx, rx) = mpsc::channel::<std::task::Waker>();
+    // A detached task that hands its waker to another thread and waits.
+    drop(h.spawn(std::future::poll_fn(move |cx| {
+        let _ = tx.send(cx.waker().clone());
+        std::task::Poll::<()>::Pending
+    })));
+    let h2 = h.clone();
+    run(&lp, Duration::from_secs(10), async move {
+        turns(3).await;
+        drop(h2);
+    });
+    let waker = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    lp.close().unwrap();
+    // The task's future holds loop-thread state: it must not be dropped
+    // (or polled) on the waking thread.
+    let t = std::thread::spawn(move || waker.wake());
+    assert!(
+        t.join().is_ok(),
+        "wake after close panicked on the waking thread"
+    );
+}

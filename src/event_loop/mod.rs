@@ -237,6 +237,11 @@ impl EventLoop {
     /// registered source, and shut the executor down (running jobs finish
     /// on their threads; their results are dropped). Idempotent. Fails with
     /// [`Error::LoopRunning`] while running.
+    ///
+    /// A task whose waker is held elsewhere is dropped when that waker is
+    /// woken or dropped on this thread; if it is woken from another
+    /// thread the task is leaked, since its `!Send` state must not be
+    /// dropped there.
     pub fn close(&self) -> Result<()> {
         self.handle.close()
     }

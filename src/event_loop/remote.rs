@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use async_task::Runnable;
 
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     sleeping: AtomicBool,
     closed: AtomicBool,
     waker: mio::Waker,
+    /// The loop's thread: the only one that may drop a task's future.
+    owner: ThreadId,
 }
 
 impl Shared {
@@ -36,6 +39,7 @@ impl Shared {
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             waker,
+            owner: std::thread::current().id(),
         }
     }
 
@@ -77,8 +81,16 @@ impl Shared {
 
     pub(crate) fn push_runnable(&self, r: Runnable) {
         if self.closed.load(Ordering::SeqCst) {
-            // Dropping a runnable cancels its task; the loop is gone.
-            drop(r);
+            // The loop is gone. Dropping a runnable drops its task's
+            // future, which holds the loop thread's `Rc`s: on the loop's
+            // thread that is right; on any other thread async-task would
+            // panic inside a destructor and abort the process, so the
+            // task is leaked instead.
+            if std::thread::current().id() == self.owner {
+                drop(r);
+            } else {
+                std::mem::forget(r);
+            }
             return;
         }
         self.runnables
