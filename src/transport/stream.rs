@@ -11,6 +11,12 @@
 //! reads in a row the transport yields to other work and continues on the
 //! next iteration.
 //!
+//! A short read is only trusted when it answers a readiness event that did
+//! not report the peer's FIN (`read_closed`): the FIN raises no further
+//! edge, so after data and FIN arrive together, or after an edge was
+//! consumed while reading was paused or before the transport took over
+//! the socket, the transport reads on until `WouldBlock` or EOF.
+//!
 //! # Callback delivery
 //!
 //! `data_received`, `eof_received` and `connection_made` are called from
@@ -169,7 +175,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         self.call_protocol("connection_made", |p| p.connection_made(t));
         if initial_read {
             let me = self.clone();
-            self.handle.call_soon(move || me.read_ready());
+            self.handle.call_soon(move || me.read_ready(false));
         }
     }
 
@@ -245,7 +251,10 @@ impl<S: StreamSocket> StreamTransport<S> {
         }
     }
 
-    fn read_ready(self: &Rc<Self>) {
+    /// Read and deliver. `trust_short_read`: a read that does not fill the
+    /// buffer means the socket is drained and a new edge will announce
+    /// more (see the module docs for when that holds).
+    fn read_ready(self: &Rc<Self>, trust_short_read: bool) {
         for _ in 0..MAX_READS_PER_EVENT {
             if !self.can_read() {
                 return;
@@ -316,13 +325,13 @@ impl<S: StreamSocket> StreamTransport<S> {
                     }
                 }
             };
-            if !full {
+            if !full && trust_short_read {
                 return; // drained: the next arrival raises a new edge
             }
         }
         // Yield to other connections; carry on next iteration.
         let me = self.clone();
-        self.handle.call_soon(move || me.read_ready());
+        self.handle.call_soon(move || me.read_ready(false));
     }
 
     fn read_error(self: &Rc<Self>, e: io::Error) {
@@ -596,7 +605,8 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
             }
         }
         if ready.readable || ready.read_closed || ready.error {
-            self.read_ready();
+            // After the FIN no new edge comes: read until EOF is seen.
+            self.read_ready(!(ready.read_closed || ready.error));
         }
     }
 }
@@ -689,7 +699,7 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
         if was && self.can_read() {
             // An edge may have come and gone while paused.
             let me = self.rc();
-            self.handle.call_soon(move || me.read_ready());
+            self.handle.call_soon(move || me.read_ready(false));
         }
     }
 

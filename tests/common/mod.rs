@@ -176,6 +176,14 @@ pub struct Rec {
     on_drain: Option<Box<dyn FnMut(&Transport) -> bool>>,
 }
 
+struct Busy(Rc<Cell<bool>>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// What a test keeps to look at a [`Rec`] from outside.
 #[derive(Clone)]
 pub struct Probe {
@@ -315,11 +323,11 @@ impl Rec {
         self
     }
 
-    fn enter(&self) {
+    /// Mark a callback as running until the guard drops (also when the
+    /// callback panics on purpose).
+    fn enter(&self) -> Busy {
         assert!(!self.busy.replace(true), "protocol callback re-entered");
-    }
-    fn leave(&self) {
-        self.busy.set(false);
+        Busy(self.busy.clone())
     }
     fn t(&self) -> Transport {
         self.transport
@@ -331,16 +339,15 @@ impl Rec {
 
 impl Protocol for Rec {
     fn connection_made(&mut self, t: Transport) {
-        self.enter();
+        let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Made);
         *self.transport.borrow_mut() = Some(t.clone());
         if let Some(f) = &mut self.on_made {
             f(&t);
         }
-        self.leave();
     }
     fn data_received(&mut self, data: &[u8]) {
-        self.enter();
+        let _busy = self.enter();
         assert!(!data.is_empty(), "data_received with no bytes");
         self.log.borrow_mut().push(Ev::Data(data.len()));
         self.data.borrow_mut().extend_from_slice(data);
@@ -348,39 +355,33 @@ impl Protocol for Rec {
         if let Some(f) = &mut self.on_data {
             f(&t, data, &self.log);
         }
-        self.leave();
     }
     fn eof_received(&mut self) -> bool {
-        self.enter();
+        let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Eof);
         let t = self.t();
         let keep = self.on_eof.as_mut().is_some_and(|f| f(&t));
-        self.leave();
         keep
     }
     fn connection_lost(&mut self, reason: CloseReason) {
-        self.enter();
+        let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Lost(reason));
-        self.leave();
     }
     fn pause_writing(&mut self) {
-        self.enter();
+        let _busy = self.enter();
         let n = self.t().get_write_buffer_size();
         self.log.borrow_mut().push(Ev::PauseWriting(n));
-        self.leave();
     }
     fn resume_writing(&mut self) {
-        self.enter();
+        let _busy = self.enter();
         let n = self.t().get_write_buffer_size();
         self.log.borrow_mut().push(Ev::ResumeWriting(n));
-        self.leave();
     }
     fn drain_requested(&mut self) -> bool {
-        self.enter();
+        let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Drain);
         let t = self.t();
         let keep = self.on_drain.as_mut().is_some_and(|f| f(&t));
-        self.leave();
         keep
     }
 }
