@@ -589,6 +589,13 @@ impl<S: StreamSocket> StreamTransport<S> {
         }
         drop(st);
         self.schedule_flow(flow);
+        if sent > 0 {
+            // A partial write is not `WouldBlock`: the socket is edge
+            // triggered, and without writing on until it says so no
+            // writable edge is promised (gVisor sends none), leaving the
+            // rest in the buffer for good.
+            self.rc().flush();
+        }
         Ok(())
     }
 }
