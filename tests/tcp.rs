@@ -803,6 +803,21 @@ fn connection_count_and_wait_closed() {
 }
 
 #[test]
+fn a_server_keeps_serving_after_its_handle_is_dropped() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (server, addr) = echo_server(&h);
+    drop(server);
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let (t, p) = connect(&h2, addr, Rec::new().0).await;
+        t.write(b"still serving").unwrap();
+        wait_until(&h2, "echo", || p.data_len() == 13).await;
+        t.close();
+    });
+}
+
+#[test]
 fn a_panicking_protocol_factory_drops_only_that_connection() {
     quiet_expected_panics();
     let lp = EventLoop::new().unwrap();

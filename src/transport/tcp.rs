@@ -497,15 +497,17 @@ struct ServerInner {
     retry: RefCell<Option<TimerHandle>>,
 }
 
+/// The reactor's handler of a listening socket. It holds the server
+/// strongly, so a server keeps serving after its last `Server` handle is
+/// dropped (as documented, and as in asyncio); `Server::close` or closing
+/// the loop removes it.
 struct ListenerReady {
-    server: Weak<ServerInner>,
+    server: Rc<ServerInner>,
 }
 
 impl IoHandler for ListenerReady {
     fn ready(self: Rc<Self>, _ready: Ready) {
-        if let Some(s) = self.server.upgrade() {
-            s.accept_all();
-        }
+        self.server.accept_all();
     }
 }
 
@@ -639,7 +641,7 @@ impl Server {
         let reactor = &inner.handle.inner.reactor;
         for (token, l) in inner.listeners.borrow_mut().iter_mut() {
             let t = reactor.insert(Rc::new(ListenerReady {
-                server: Rc::downgrade(inner),
+                server: inner.clone(),
             }));
             reactor
                 .register(l, t, Interest::READABLE)
