@@ -1,5 +1,5 @@
 //! The ATM's per-customer session logic as a plain state machine: events
-//! in, actions out, no sockets. The network shell in [`super::atm`] feeds
+//! in, actions out, no sockets. The network shell (the `atm` module, with the framing layer) feeds
 //! it and carries out what it returns.
 //!
 //! ```text
