@@ -483,3 +483,42 @@ fn error_paths_give_clear_errors() {
     })
     .unwrap();
 }
+
+#[test]
+fn close_with_deadline_resets_a_peer_that_never_answers() {
+    let pki = pki();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let server = h
+        .create_server(
+            || Peer {
+                keep_open_on_eof: true,
+                ..Peer::new(&Shared::default())
+            },
+            "127.0.0.1:0",
+            ServerOptions::default().tls(pki.server()),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let opts = ConnectOptions::default().tls(pki.client(), localhost());
+    let clog = Shared::default();
+    let c2 = clog.clone();
+    lp.run_until_complete(async move {
+        let (t, _p) = h
+            .create_connection(move || Peer::new(&c2), addr, opts)
+            .await
+            .unwrap();
+        // The shutdown timeout is the default 30 s; the deadline is shorter.
+        t.close_with_deadline(Duration::from_millis(200));
+        wait_for(&h, "deadline", LIMIT, || clog.borrow().lost.is_some()).await;
+        assert!(
+            matches!(
+                clog.borrow().lost,
+                Some(CloseReason::Timeout(TimeoutKind::Close))
+            ),
+            "{:?}",
+            clog.borrow().lost
+        );
+    })
+    .unwrap();
+}

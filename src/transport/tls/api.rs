@@ -146,13 +146,14 @@ impl TransportImpl for TlsLayer {
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        let low = low.min(high);
         {
             let mut st = self.st.borrow_mut();
             st.high = high;
-            st.low = low.min(high);
+            st.low = low;
         }
         if let Some(l) = self.lower() {
-            l.set_write_buffer_limits(high, low);
+            l.set_write_buffer_limits(low, low);
         }
         self.check_flow();
     }

@@ -23,9 +23,7 @@
 //! cells held, so it may call any transport method from any callback.
 
 use std::cell::RefCell;
-use std::io;
 use std::rc::{Rc, Weak};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -56,37 +54,37 @@ pub(super) enum Shutdown {
 
 pub(super) struct State {
     pub(super) hs: Hs,
-    hs_result: Option<Result<TlsInfo>>,
-    hs_waiters: Vec<SettableFuture<()>>,
+    pub(super) hs_result: Option<Result<TlsInfo>>,
+    pub(super) hs_waiters: Vec<SettableFuture<()>>,
     /// Call the user's `connection_made` when the handshake completes
     /// (false for `start_tls` keeping an already-connected protocol).
-    connect_on_handshake: bool,
+    pub(super) connect_on_handshake: bool,
     pub(super) user_connected: bool,
     /// Decrypted, not yet delivered.
     pub(super) plain_in: BytesMut,
     /// The peer's `close_notify` arrived.
-    peer_closed: bool,
+    pub(super) peer_closed: bool,
     pub(super) eof_delivered: bool,
     /// The stream below hit EOF.
-    tcp_eof: bool,
+    pub(super) tcp_eof: bool,
     /// A fatal error to report once the plaintext before it is delivered.
-    failure: Option<CloseReason>,
+    pub(super) failure: Option<CloseReason>,
     pub(super) user_paused: bool,
     /// `start_tls` is swapping protocols: reading stays paused.
-    swapping: bool,
+    pub(super) swapping: bool,
     pub(super) closing: bool,
-    shutdown: Shutdown,
+    pub(super) shutdown: Shutdown,
     pub(super) eof_pending: bool,
     pub(super) eof_written: bool,
     /// What `connection_lost` will say, when we decided it.
     pub(super) final_reason: Option<CloseReason>,
-    write_paused: bool,
+    pub(super) write_paused: bool,
     pub(super) high: usize,
     pub(super) low: usize,
     pub(super) stats: TransportStats,
     pub(super) info: Option<TlsInfo>,
-    hs_timer: Option<TimerHandle>,
-    shutdown_timer: Option<TimerHandle>,
+    pub(super) hs_timer: Option<TimerHandle>,
+    pub(super) shutdown_timer: Option<TimerHandle>,
     pub(super) close_timer: Option<TimerHandle>,
     pub(super) lost: bool,
 }
@@ -97,13 +95,14 @@ pub(crate) struct TlsLayer {
     me: Weak<TlsLayer>,
     pub(super) session: RefCell<Session>,
     pub(super) st: RefCell<State>,
-    lower: RefCell<Option<Transport>>,
+    pub(super) lower: RefCell<Option<Transport>>,
     pub(super) user: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
     timeouts: TlsTimeouts,
 }
 
-/// The protocol the stream transport below sees: forwards to the layer.
-pub(crate) struct Lower(Rc<TlsLayer>);
+/// The protocol the stream transport below sees: forwards to the layer
+/// (see `inbound.rs`).
+pub(crate) struct Lower(pub(super) Rc<TlsLayer>);
 
 impl TlsLayer {
     /// A layer over no transport yet; [`attach`](Self::attach) gives it one.
@@ -177,7 +176,11 @@ impl TlsLayer {
     pub(crate) fn attach(self: &Rc<Self>, lower: Transport) {
         {
             let st = self.st.borrow();
-            lower.set_write_buffer_limits(st.high, st.low);
+            // Both marks at our low mark: the stream below then reports
+            // every crossing of it, so a pause that began with plaintext
+            // held for the handshake still gets its resume, wherever the
+            // ciphertext backlog lands between the marks.
+            lower.set_write_buffer_limits(st.low, st.low);
         }
         *self.lower.borrow_mut() = Some(lower);
         let weak = self.me.clone();
@@ -360,177 +363,6 @@ impl TlsLayer {
         });
     }
 
-    fn on_ciphertext(self: &Rc<Self>, data: &[u8]) {
-        if self.st.borrow().lost {
-            return;
-        }
-        let r = {
-            let mut st = self.st.borrow_mut();
-            let mut sess = self.session.borrow_mut();
-            sess.receive(data, &mut st.plain_in)
-        };
-        self.flush_output();
-        if r.handshake_completed {
-            self.handshake_completed();
-        }
-        if r.peer_closed {
-            self.st.borrow_mut().peer_closed = true;
-        }
-        if let Some(e) = r.error {
-            self.fail(CloseReason::Tls(e));
-        }
-        self.progress();
-    }
-
-    fn handshake_completed(self: &Rc<Self>) {
-        let info = self.session.borrow().info();
-        self.st.borrow_mut().info = Some(info.clone());
-        self.settle_handshake(Ok(info));
-        // The plaintext held during the handshake was released to rustls.
-        self.flush_output();
-        let connect = {
-            let mut st = self.st.borrow_mut();
-            let c = st.connect_on_handshake && !st.closing && !st.lost;
-            if c {
-                st.user_connected = true;
-            }
-            c
-        };
-        if connect && !self.call_user("connection_made", |p| p.connection_made(self.transport())) {
-            return;
-        }
-        let (close_now, eof_now) = {
-            let st = self.st.borrow();
-            (st.shutdown == Shutdown::AfterHandshake, st.eof_pending)
-        };
-        if eof_now {
-            self.write_close_notify_eof();
-        }
-        if close_now {
-            self.send_close_and_wait();
-        }
-        self.check_flow();
-    }
-
-    /// A fatal error: a handshake failure ends things now; after the
-    /// handshake, the plaintext decrypted before it is delivered first.
-    fn fail(self: &Rc<Self>, reason: CloseReason) {
-        let hs = {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            if st.hs == Hs::Done {
-                st.failure.get_or_insert(reason.clone());
-            } else {
-                st.final_reason.get_or_insert(reason.clone());
-            }
-            st.hs
-        };
-        if hs == Hs::Pending {
-            self.settle_handshake(Err(Error::TlsHandshake(reason)));
-            self.close_lower();
-        }
-    }
-
-    /// Deliver what can be delivered, then act on EOF, errors and a
-    /// pending shutdown.
-    pub(super) fn progress(self: &Rc<Self>) {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            if st.closing {
-                // Closed by the user: input is discarded; the shutdown
-                // ends when the peer closes too or anything goes wrong.
-                st.plain_in.clear();
-                let done = st.shutdown == Shutdown::AwaitPeer
-                    && (st.peer_closed || st.tcp_eof || st.failure.is_some());
-                drop(st);
-                if done {
-                    self.close_lower();
-                }
-                return;
-            }
-        }
-        if !self.deliver() {
-            return;
-        }
-        let (eof_now, failure) = {
-            let mut st = self.st.borrow_mut();
-            if st.lost || st.closing || st.hs != Hs::Done {
-                return;
-            }
-            let idle = st.plain_in.is_empty() && st.user_connected && !st.user_paused;
-            let eof_now = idle && st.peer_closed && !st.eof_delivered;
-            if eof_now {
-                st.eof_delivered = true;
-            }
-            // A broken connection does not wait for resume_reading:
-            // plaintext still held back by a pause is dropped with it.
-            let failure = if !eof_now
-                && st.failure.is_some()
-                && (idle || st.user_paused || !st.user_connected)
-            {
-                st.failure.take()
-            } else {
-                None
-            };
-            (eof_now, failure)
-        };
-        if eof_now {
-            let mut keep = false;
-            if !self.call_user("eof_received", |p| keep = p.eof_received()) {
-                return;
-            }
-            let eof_written = self.st.borrow().eof_written;
-            if !keep {
-                self.set_final(CloseReason::PeerEof);
-                self.session.borrow_mut().close_notify();
-                self.flush_output();
-                self.close_lower();
-            } else if eof_written {
-                self.set_final(CloseReason::LocalClose);
-                self.close_lower();
-            }
-            return;
-        }
-        if let Some(reason) = failure {
-            self.set_final(reason);
-            self.close_lower();
-        }
-    }
-
-    fn set_final(&self, reason: CloseReason) {
-        self.st.borrow_mut().final_reason.get_or_insert(reason);
-    }
-
-    /// Hand the decrypted plaintext to the user while allowed. `false` if
-    /// the user's callback panicked.
-    fn deliver(&self) -> bool {
-        loop {
-            let chunk = {
-                let mut st = self.st.borrow_mut();
-                if st.lost
-                    || st.closing
-                    || st.user_paused
-                    || !st.user_connected
-                    || st.hs != Hs::Done
-                    || st.plain_in.is_empty()
-                {
-                    return true;
-                }
-                let c = st.plain_in.split().freeze();
-                st.stats.bytes_received += c.len() as u64;
-                c
-            };
-            if !self.call_user("data_received", |p| p.data_received(&chunk)) {
-                return false;
-            }
-        }
-    }
-
     /// Our side is done writing: `close_notify`, then half-close below.
     pub(super) fn write_close_notify_eof(&self) {
         {
@@ -616,105 +448,8 @@ impl TlsLayer {
         self.abort_with(CloseReason::Timeout(TimeoutKind::Handshake));
     }
 
-    fn on_lower_eof(self: &Rc<Self>) {
-        let hs = {
-            let mut st = self.st.borrow_mut();
-            st.tcp_eof = true;
-            if st.hs == Hs::Done && !st.peer_closed && !st.closing {
-                st.failure
-                    .get_or_insert(CloseReason::Io(Arc::new(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection without a TLS close_notify \
-                     (the data may be truncated)",
-                    ))));
-            }
-            st.hs
-        };
-        if hs == Hs::Pending {
-            self.fail(CloseReason::Io(Arc::new(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the peer closed the connection during the TLS handshake",
-            ))));
-        }
-        self.progress();
-    }
-
-    fn on_lower_lost(&self, reason: CloseReason) {
-        let (reason, connected) = {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            st.lost = true;
-            for t in [
-                st.hs_timer.take(),
-                st.shutdown_timer.take(),
-                st.close_timer.take(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                t.cancel();
-            }
-            st.plain_in = BytesMut::new();
-            (st.final_reason.take().unwrap_or(reason), st.user_connected)
-        };
-        self.settle_handshake(Err(Error::TlsHandshake(reason.clone())));
-        if connected {
-            self.call_user("connection_lost", |p| p.connection_lost(reason));
-        }
-        // Break the cycles user protocol -> transport -> layer -> user.
-        let user = self.user.borrow_mut().take();
-        let lower = self.lower.borrow_mut().take();
-        drop((user, lower));
-    }
-
-    fn on_drain_requested(&self) -> bool {
-        if !self.st.borrow().user_connected {
-            return false; // mid-handshake: let the server close the stream
-        }
-        let mut keep = false;
-        if self.call_user("drain_requested", |p| keep = p.drain_requested()) && !keep {
-            crate::transport::TransportImpl::close(self);
-        }
-        true
-    }
-
     pub(super) fn shutdown_state(&self) -> Shutdown {
         self.st.borrow().shutdown
-    }
-}
-
-impl Protocol for Lower {
-    fn connection_made(&mut self, transport: Transport) {
-        self.0.attach(transport);
-    }
-
-    fn data_received(&mut self, data: &[u8]) {
-        self.0.on_ciphertext(data);
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.0.on_lower_eof();
-        // The layer decides when the stream closes (it may still have a
-        // close_notify or, after a half-close, plaintext to send).
-        true
-    }
-
-    fn connection_lost(&mut self, reason: CloseReason) {
-        self.0.on_lower_lost(reason);
-    }
-
-    fn pause_writing(&mut self) {
-        self.0.check_flow();
-    }
-
-    fn resume_writing(&mut self) {
-        self.0.check_flow();
-    }
-
-    fn drain_requested(&mut self) -> bool {
-        self.0.on_drain_requested()
     }
 }
 
