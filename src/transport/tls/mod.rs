@@ -78,7 +78,8 @@
 //! # An echo over TLS
 //!
 //! ```
-//! //! use protoloop::{ConnectOptions, EventLoop, Protocol, ServerOptions, Transport, tls};
+//! use std::sync::Arc;
+//! use protoloop::{ConnectOptions, EventLoop, Protocol, ServerOptions, Transport, tls};
 //! use rustls::pki_types::{PrivateKeyDer, ServerName};
 //!
 //! struct Echo(Option<Transport>);
