@@ -58,6 +58,14 @@ pub enum Error {
     /// The feature is not available on this platform or for this kind of
     /// file descriptor.
     Unsupported(&'static str),
+    /// A TLS configuration could not be built or a TLS session could not
+    /// be started (bad certificate or key, no usable protocol version).
+    Tls(rustls::Error),
+    /// The TLS handshake did not complete; the reason the connection
+    /// ended: [`CloseReason::Tls`](crate::CloseReason::Tls) with the
+    /// rustls error (for example an untrusted certificate), a handshake
+    /// timeout, or the peer closing or resetting the connection.
+    TlsHandshake(crate::protocol::CloseReason),
 }
 
 impl Error {
@@ -106,6 +114,8 @@ impl fmt::Display for Error {
             Error::LoopRunning => f.write_str("event loop is already running"),
             Error::ExecutorPanic(m) => write!(f, "executor job panicked: {m}"),
             Error::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Error::Tls(e) => write!(f, "TLS setup failed: {e}"),
+            Error::TlsHandshake(r) => write!(f, "TLS handshake failed: {r}"),
         }
     }
 }
@@ -117,6 +127,7 @@ impl std::error::Error for Error {
             Error::Resolve {
                 source: Some(s), ..
             } => Some(&**s),
+            Error::Tls(e) => Some(e),
             _ => None,
         }
     }

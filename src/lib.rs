@@ -55,4 +55,5 @@ pub use protocol::{Buffered, BufferedProtocol, CloseReason, Protocol, TimeoutKin
 pub use task::{FutureError, JoinError, JoinHandle, SettableFuture, sleep, spawn, timeout};
 pub use time::{CallbackHandle, TimerHandle};
 pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
+pub use transport::tls;
 pub use transport::{ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats};

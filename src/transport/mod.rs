@@ -32,6 +32,7 @@ use crate::protocol::Protocol;
 pub(crate) mod buffer;
 pub(crate) mod stream;
 pub mod tcp;
+pub mod tls;
 
 pub use buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 

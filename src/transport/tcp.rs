@@ -153,6 +153,8 @@ pub struct ConnectOptions {
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) nodelay: bool,
+    /// TLS on top (`ConnectOptions::tls`, in the `tls` module).
+    pub(crate) tls: Option<super::tls::TlsClient>,
 }
 
 impl Default for ConnectOptions {
@@ -161,6 +163,7 @@ impl Default for ConnectOptions {
             local_addr: None,
             timeout: None,
             nodelay: true,
+            tls: None,
         }
     }
 }
@@ -196,6 +199,8 @@ pub struct ServerOptions {
     pub(crate) reuse_port: bool,
     pub(crate) start_serving: bool,
     pub(crate) nodelay: bool,
+    /// TLS on every connection (`ServerOptions::tls`, in the `tls` module).
+    pub(crate) tls: Option<super::tls::TlsServer>,
 }
 
 impl Default for ServerOptions {
@@ -206,6 +211,7 @@ impl Default for ServerOptions {
             reuse_port: false,
             start_serving: true,
             nodelay: true,
+            tls: None,
         }
     }
 }
@@ -368,6 +374,12 @@ impl Handle {
                         if opts.nodelay {
                             let _ = stream.set_nodelay(true);
                         }
+                        if let Some(tls) = &opts.tls {
+                            return super::tls::connect_stream(
+                                &handle, stream, token, factory, tls,
+                            )
+                            .await;
+                        }
                         let proto = Rc::new(RefCell::new(factory()));
                         let t = StreamTransport::new(&handle, stream, proto.clone());
                         t.adopt_token(token);
@@ -436,8 +448,10 @@ impl Handle {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let factory: Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>> =
-            Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>);
+        let factory: Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>> = match opts.tls.clone() {
+            Some(tls) => super::tls::server_factory(self, factory, tls),
+            None => Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>),
+        };
         let inner = Rc::new_cyclic(|me| ServerInner {
             handle: self.clone(),
             me: me.clone(),
