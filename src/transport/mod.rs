@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::protocol::Protocol;
 
 pub(crate) mod buffer;
+pub mod pipe;
 pub(crate) mod stream;
 pub mod tcp;
 pub mod tls;

@@ -1,0 +1,237 @@
+//! Pipes as transports: [`Handle::connect_read_pipe`] and
+//! [`Handle::connect_write_pipe`] run a [`Protocol`] on one end of a pipe.
+//!
+//! Any pipe-like file descriptor works: a `std::process` child's
+//! `ChildStdout` / `ChildStderr` / `ChildStdin`, either end of an OS pipe
+//! (`rustix::pipe::pipe`, `std::io::pipe`), a FIFO, a terminal, a socket,
+//! or a duplicate of the process's own stdin/stdout. Regular files and
+//! `/dev/null` cannot be watched for readiness (epoll refuses them): those
+//! are a clear error. The descriptor is made non-blocking; for a duplicate
+//! of stdin or stdout that flag is shared with every process using the
+//! same open file, as in asyncio.
+//!
+//! # The read end
+//!
+//! The callbacks are the stream contract: `connection_made`, then
+//! `data_received` any number of times, then at the end of input
+//! `eof_received` and `connection_lost(CloseReason::PeerEof)`. A read pipe
+//! has no writing side to keep open, so it closes after EOF whatever
+//! `eof_received` returns (asyncio does the same). `pause_reading` /
+//! `resume_reading` work as on TCP. `write` fails with
+//! [`Error::Unsupported`], `write_eof` with
+//! [`Error::EofNotSupported`]. A
+//! `BufferedProtocol` is fed through `data_received` (one copy).
+//!
+//! # The write end
+//!
+//! Writes, the write buffer and flow control are those of TCP:
+//! `pause_writing` above the high-water mark (64 KiB), `resume_writing` at
+//! the low-water mark (16 KiB), always paired. `write_eof` and `close` are
+//! the same thing for a pipe: flush what was written, then close the
+//! descriptor, which is the reader's EOF; `connection_lost(LocalClose)`
+//! follows. `abort` drops the buffer and closes at once (`LocalAbort`).
+//! When the reader goes away, `connection_lost` comes with
+//! `CloseReason::PeerEof` if nothing was pending, or
+//! `CloseReason::PeerReset` (broken pipe) if written data was lost. Writes
+//! after `close` fail with [`Error::Closed`].
+//! `data_received` is never called on a write pipe.
+//!
+//! Rust programs ignore `SIGPIPE`, so writing to a pipe without a reader
+//! gives `EPIPE` rather than killing the process. A program that restores
+//! the default `SIGPIPE` disposition must not use write pipes.
+//!
+//! ```
+//! use std::io::Write;
+//! use protoloop::{CloseReason, EventLoop, Protocol, SettableFuture};
+//!
+//! /// Collects everything, and says when the writer is done.
+//! struct Collect {
+//!     got: Vec<u8>,
+//!     done: SettableFuture<Vec<u8>>,
+//! }
+//! impl Protocol for Collect {
+//!     fn data_received(&mut self, data: &[u8]) {
+//!         self.got.extend_from_slice(data);
+//!     }
+//!     fn connection_lost(&mut self, _: CloseReason) {
+//!         let _ = self.done.set_result(std::mem::take(&mut self.got));
+//!     }
+//! }
+//!
+//! let lp = EventLoop::new().unwrap();
+//! let h = lp.handle();
+//! let (r, w) = rustix::pipe::pipe().unwrap();
+//! let done = h.create_future();
+//! let d = done.clone();
+//! h.connect_read_pipe(move || Collect { got: Vec::new(), done: d }, r).unwrap();
+//! std::fs::File::from(w).write_all(b"hello").unwrap(); // then EOF
+//! let got = lp.run_until_complete(done).unwrap().unwrap();
+//! assert_eq!(got, b"hello");
+//! ```
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use mio::event::Source;
+use mio::{Interest, Token};
+
+use super::{ProtocolHandle, Transport};
+use crate::error::{Error, Result};
+use crate::event_loop::{ExceptionKind, Handle};
+use crate::protocol::Protocol;
+use crate::reactor::IoHandler;
+
+mod read;
+mod write;
+
+pub(crate) use read::ReadPipe;
+pub(crate) use write::WritePipe;
+
+impl Handle {
+    /// Run a protocol made by `factory` on the read end of a pipe
+    /// (asyncio's `connect_read_pipe`). `connection_made` has been called
+    /// when this returns; data arrives as the loop runs. See the
+    /// [module docs](crate::transport::pipe) for what works on a pipe.
+    ///
+    /// Fails if the descriptor cannot be watched (a regular file,
+    /// `/dev/null`) or the loop is closed; the descriptor is closed then.
+    pub fn connect_read_pipe<P, F>(
+        &self,
+        factory: F,
+        pipe: impl Into<OwnedFd>,
+    ) -> Result<(Transport, ProtocolHandle<P>)>
+    where
+        P: Protocol,
+        F: FnOnce() -> P,
+    {
+        let fd = pipe.into();
+        if self.is_closed() {
+            return Err(Error::LoopClosed);
+        }
+        let proto = Rc::new(RefCell::new(factory()));
+        let t = ReadPipe::open(self, fd, proto.clone())?;
+        t.start();
+        Ok((Transport::new(t), ProtocolHandle::new(proto)))
+    }
+
+    /// Run a protocol made by `factory` on the write end of a pipe
+    /// (asyncio's `connect_write_pipe`). `connection_made` has been called
+    /// when this returns. See the [module docs](crate::transport::pipe).
+    ///
+    /// ```
+    /// use protoloop::{EventLoop, Protocol};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let (r, w) = rustix::pipe::pipe().unwrap();
+    /// let (t, _p) = lp.handle().connect_write_pipe(|| Quiet, w).unwrap();
+    /// t.write(b"to the reader").unwrap();
+    /// t.close(); // flush, then EOF
+    /// # drop(r);
+    /// ```
+    pub fn connect_write_pipe<P, F>(
+        &self,
+        factory: F,
+        pipe: impl Into<OwnedFd>,
+    ) -> Result<(Transport, ProtocolHandle<P>)>
+    where
+        P: Protocol,
+        F: FnOnce() -> P,
+    {
+        let fd = pipe.into();
+        if self.is_closed() {
+            return Err(Error::LoopClosed);
+        }
+        let proto = Rc::new(RefCell::new(factory()));
+        let t = WritePipe::open(self, fd, proto.clone())?;
+        t.start();
+        Ok((Transport::new(t), ProtocolHandle::new(proto)))
+    }
+}
+
+/// Register a pipe end with the reactor under a fresh token.
+fn register<S: Source>(
+    handle: &Handle,
+    src: &mut S,
+    handler: Rc<dyn IoHandler>,
+    interest: Interest,
+) -> Result<Token> {
+    let reactor = &handle.inner.reactor;
+    let token = reactor.insert(handler);
+    match reactor.register(src, token, interest) {
+        Ok(()) => Ok(token),
+        Err(e) => {
+            reactor.forget(token);
+            // epoll answers EPERM for files that are always ready.
+            let context = if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
+                "watching the pipe: this kind of file cannot be polled \
+                 (regular files and /dev/null cannot; use a pipe, FIFO, socket or terminal)"
+            } else {
+                "watching the pipe"
+            };
+            Err(Error::io(context, e))
+        }
+    }
+}
+
+fn nonblocking_error(e: io::Error) -> Error {
+    Error::io("making the pipe non-blocking", e)
+}
+
+/// The protocol of one pipe, borrowed only for one callback at a time.
+pub(super) struct ProtoSlot(RefCell<Option<Rc<RefCell<dyn Protocol>>>>);
+
+impl ProtoSlot {
+    fn new(p: Rc<RefCell<dyn Protocol>>) -> ProtoSlot {
+        ProtoSlot(RefCell::new(Some(p)))
+    }
+
+    fn get(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
+        self.0.borrow().clone()
+    }
+
+    fn set(&self, p: Rc<RefCell<dyn Protocol>>) {
+        *self.0.borrow_mut() = Some(p);
+    }
+
+    /// Forget the protocol (after `connection_lost`), breaking the
+    /// transport <-> protocol cycle.
+    fn clear(&self) {
+        let p = self.0.borrow_mut().take();
+        drop(p);
+    }
+
+    /// Call the protocol with panics caught and reported. `Ok(false)` if
+    /// there is no protocol or it is already borrowed (reported too),
+    /// `Err(message)` if it panicked.
+    fn call(
+        &self,
+        handle: &Handle,
+        what: &str,
+        f: impl FnOnce(&mut dyn Protocol),
+    ) -> std::result::Result<bool, Arc<str>> {
+        let Some(proto) = self.get() else {
+            return Ok(false);
+        };
+        let Ok(mut p) = proto.try_borrow_mut() else {
+            handle.report(
+                ExceptionKind::Error,
+                format!("{what} of a pipe's protocol skipped: the protocol is already borrowed"),
+            );
+            return Ok(false);
+        };
+        let r = handle.guard_with(
+            ExceptionKind::ProtocolPanic,
+            &|| format!("{what} of a pipe's protocol"),
+            || f(&mut *p),
+        );
+        r.map(|()| true)
+    }
+}

@@ -1,0 +1,289 @@
+//! The read end of a pipe as a transport.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Token};
+
+use super::{ProtoSlot, nonblocking_error, register};
+use crate::error::{Error, Result};
+use crate::event_loop::Handle;
+use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{IoHandler, Ready, interrupted, would_block};
+use crate::transport::buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats};
+
+/// Reads in a row before yielding to the rest of the loop.
+const MAX_READS_PER_EVENT: usize = 16;
+
+#[derive(Default)]
+struct State {
+    paused: bool,
+    /// An event said the write end is closed: read to EOF.
+    writer_gone: bool,
+    eof: bool,
+    lost: bool,
+    stats: TransportStats,
+}
+
+/// The transport of a pipe's read end.
+pub(crate) struct ReadPipe {
+    handle: Handle,
+    me: Weak<ReadPipe>,
+    fd: RawFd,
+    token: Cell<Option<Token>>,
+    pipe: RefCell<Option<Receiver>>,
+    protocol: ProtoSlot,
+    st: RefCell<State>,
+}
+
+impl ReadPipe {
+    /// Make `fd` non-blocking and register it; the protocol is not called
+    /// until [`ReadPipe::start`].
+    pub(crate) fn open(
+        handle: &Handle,
+        fd: OwnedFd,
+        protocol: Rc<RefCell<dyn Protocol>>,
+    ) -> Result<Rc<ReadPipe>> {
+        let raw = fd.as_raw_fd();
+        let mut pipe = Receiver::from(fd);
+        pipe.set_nonblocking(true).map_err(nonblocking_error)?;
+        let t = Rc::new_cyclic(|me| ReadPipe {
+            handle: handle.clone(),
+            me: me.clone(),
+            fd: raw,
+            token: Cell::new(None),
+            pipe: RefCell::new(None),
+            protocol: ProtoSlot::new(protocol),
+            st: RefCell::new(State::default()),
+        });
+        let token = register(handle, &mut pipe, t.clone(), Interest::READABLE)?;
+        t.token.set(Some(token));
+        *t.pipe.borrow_mut() = Some(pipe);
+        Ok(t)
+    }
+
+    /// Call `connection_made`.
+    pub(crate) fn start(self: &Rc<Self>) {
+        let t = Transport::new(self.clone());
+        self.call("connection_made", |p| p.connection_made(t));
+    }
+
+    fn rc(&self) -> Rc<Self> {
+        self.me
+            .upgrade()
+            .expect("transport is alive while its methods run")
+    }
+
+    /// Call the protocol; a panic ends the transport. `false` if the call
+    /// did not complete.
+    fn call(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
+        match self.protocol.call(&self.handle, what, f) {
+            Ok(called) => called,
+            Err(msg) => {
+                self.finish(CloseReason::Panic(msg));
+                false
+            }
+        }
+    }
+
+    fn can_read(&self) -> bool {
+        let st = self.st.borrow();
+        !(st.lost || st.paused || st.eof)
+    }
+
+    fn pipe_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.pipe.borrow().as_ref() {
+            Some(mut p) => loop {
+                match p.read(buf) {
+                    Err(e) if interrupted(&e) => continue,
+                    other => return other,
+                }
+            },
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Read what is there: until a short read, or, once the writer is
+    /// known to be gone, until EOF (no new edge would announce the EOF: it
+    /// came with the data's).
+    fn read_ready(self: &Rc<Self>) {
+        for _ in 0..MAX_READS_PER_EVENT {
+            if !self.can_read() {
+                return;
+            }
+            let mut buf = self.handle.take_read_buf();
+            let res = self.pipe_read(&mut buf);
+            let full = match res {
+                Ok(0) => {
+                    self.handle.put_read_buf(buf);
+                    return self.eof();
+                }
+                Ok(n) => {
+                    self.st.borrow_mut().stats.bytes_received += n as u64;
+                    let ok = self.call("data_received", |p| p.data_received(&buf[..n]));
+                    let full = n == buf.len();
+                    self.handle.put_read_buf(buf);
+                    if !ok {
+                        return;
+                    }
+                    full
+                }
+                Err(e) => {
+                    self.handle.put_read_buf(buf);
+                    if !would_block(&e) {
+                        self.finish(CloseReason::from_io(e));
+                    }
+                    return;
+                }
+            };
+            if !full && !self.st.borrow().writer_gone {
+                return; // drained: the next write raises a new edge
+            }
+        }
+        let me = self.clone();
+        self.handle.call_soon(move || me.read_ready());
+    }
+
+    fn eof(self: &Rc<Self>) {
+        self.st.borrow_mut().eof = true;
+        // Nothing to keep open on a read pipe: close whatever it answers.
+        // (After a panic the transport is already finished; this is a no-op.)
+        self.call("eof_received", |p| {
+            p.eof_received();
+        });
+        self.finish(CloseReason::PeerEof);
+    }
+
+    /// End the transport now with `reason` (the subprocess transport's
+    /// close and pipe timeout). Idempotent.
+    pub(crate) fn end_with(&self, reason: CloseReason) {
+        self.finish(reason);
+    }
+
+    /// Release the descriptor now and schedule `connection_lost(reason)`.
+    /// Idempotent.
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+        }
+        let pipe = self.pipe.borrow_mut().take();
+        if let Some(mut pipe) = pipe {
+            if let Some(token) = self.token.take() {
+                self.handle.inner.reactor.remove(&mut pipe, token);
+            }
+            drop(pipe);
+        }
+        let me = self.rc();
+        self.handle.call_soon(move || {
+            me.call("connection_lost", |p| p.connection_lost(reason));
+            me.protocol.clear();
+        });
+    }
+}
+
+impl IoHandler for ReadPipe {
+    fn ready(self: Rc<Self>, ready: Ready) {
+        if ready.readable || ready.read_closed || ready.error {
+            if ready.read_closed || ready.error {
+                self.st.borrow_mut().writer_gone = true;
+            }
+            self.read_ready();
+        }
+    }
+}
+
+impl TransportImpl for ReadPipe {
+    fn write(&self, _data: &[u8]) -> Result<()> {
+        Err(Error::Unsupported("write on the read end of a pipe"))
+    }
+
+    fn write_eof(&self) -> Result<()> {
+        Err(Error::EofNotSupported)
+    }
+
+    fn can_write_eof(&self) -> bool {
+        false
+    }
+
+    fn close(&self) {
+        self.finish(CloseReason::LocalClose);
+    }
+
+    fn close_with_deadline(&self, _deadline: Duration) {
+        // Nothing to flush: closing is immediate.
+        self.finish(CloseReason::LocalClose);
+    }
+
+    fn abort(&self) {
+        self.finish(CloseReason::LocalAbort);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.st.borrow().lost
+    }
+
+    fn pause_reading(&self) {
+        self.st.borrow_mut().paused = true;
+    }
+
+    fn resume_reading(&self) {
+        let was = std::mem::replace(&mut self.st.borrow_mut().paused, false);
+        if was && self.can_read() {
+            // An edge may have come and gone while paused.
+            let me = self.rc();
+            self.handle.call_soon(move || me.read_ready());
+        }
+    }
+
+    fn is_reading(&self) -> bool {
+        self.can_read()
+    }
+
+    fn set_write_buffer_limits(&self, _high: usize, _low: usize) {}
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER)
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        0
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddress> {
+        None
+    }
+
+    fn local_addr(&self) -> Option<SocketAddress> {
+        None
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.st.borrow().stats
+    }
+
+    fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
+        if !self.st.borrow().lost || self.protocol.get().is_some() {
+            self.protocol.set(protocol);
+        }
+    }
+
+    fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
+        self.protocol.get()
+    }
+
+    fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
+        match key {
+            "fd" if !self.st.borrow().lost => Some(Box::new(self.fd)),
+            _ => None,
+        }
+    }
+}

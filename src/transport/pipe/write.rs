@@ -1,0 +1,411 @@
+//! The write end of a pipe as a transport.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use mio::unix::pipe::Sender;
+use mio::{Interest, Token};
+
+use super::{ProtoSlot, nonblocking_error, register};
+use crate::error::{Error, Result};
+use crate::event_loop::Handle;
+use crate::protocol::{CloseReason, Protocol, TimeoutKind};
+use crate::reactor::{IoHandler, Ready, interrupted, would_block};
+use crate::time::TimerHandle;
+use crate::transport::buffer::{Flow, WriteBuffer};
+use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats, closed};
+
+#[derive(Default)]
+struct State {
+    wbuf: WriteBuffer,
+    /// `close`/`write_eof` was called: close once the buffer is flushed.
+    closing: bool,
+    lost: bool,
+    stats: TransportStats,
+    close_timer: Option<TimerHandle>,
+}
+
+/// The transport of a pipe's write end.
+pub(crate) struct WritePipe {
+    handle: Handle,
+    me: Weak<WritePipe>,
+    fd: RawFd,
+    token: Cell<Option<Token>>,
+    pipe: RefCell<Option<Sender>>,
+    protocol: ProtoSlot,
+    st: RefCell<State>,
+}
+
+impl WritePipe {
+    /// Make `fd` non-blocking and register it; the protocol is not called
+    /// until [`WritePipe::start`].
+    pub(crate) fn open(
+        handle: &Handle,
+        fd: OwnedFd,
+        protocol: Rc<RefCell<dyn Protocol>>,
+    ) -> Result<Rc<WritePipe>> {
+        let raw = fd.as_raw_fd();
+        let mut pipe = Sender::from(fd);
+        pipe.set_nonblocking(true).map_err(nonblocking_error)?;
+        let t = Rc::new_cyclic(|me| WritePipe {
+            handle: handle.clone(),
+            me: me.clone(),
+            fd: raw,
+            token: Cell::new(None),
+            pipe: RefCell::new(None),
+            protocol: ProtoSlot::new(protocol),
+            st: RefCell::new(State::default()),
+        });
+        // Writable readiness also reports the reader going away (EPOLLERR).
+        let token = register(handle, &mut pipe, t.clone(), Interest::WRITABLE)?;
+        t.token.set(Some(token));
+        *t.pipe.borrow_mut() = Some(pipe);
+        Ok(t)
+    }
+
+    /// Call `connection_made`.
+    pub(crate) fn start(self: &Rc<Self>) {
+        let t = Transport::new(self.clone());
+        self.call("connection_made", |p| p.connection_made(t));
+    }
+
+    fn rc(&self) -> Rc<Self> {
+        self.me
+            .upgrade()
+            .expect("transport is alive while its methods run")
+    }
+
+    fn call(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
+        match self.protocol.call(&self.handle, what, f) {
+            Ok(called) => called,
+            Err(msg) => {
+                self.finish(CloseReason::Panic(msg));
+                false
+            }
+        }
+    }
+
+    fn schedule_flow(&self, flow: Flow) {
+        if flow == Flow::Same {
+            return;
+        }
+        let me = self.rc();
+        self.handle.call_soon(move || {
+            if me.st.borrow().lost {
+                return;
+            }
+            match flow {
+                Flow::Pause => me.call("pause_writing", |p| p.pause_writing()),
+                Flow::Resume => me.call("resume_writing", |p| p.resume_writing()),
+                Flow::Same => true,
+            };
+        });
+    }
+
+    /// Write without blocking; `Ok(0)` when the pipe is full.
+    fn pipe_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let pipe = self.pipe.borrow();
+        let Some(mut pipe) = pipe.as_ref() else {
+            return Ok(0);
+        };
+        loop {
+            let r = if bufs.len() == 1 {
+                pipe.write(&bufs[0])
+            } else {
+                pipe.write_vectored(bufs)
+            };
+            match r {
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => return Ok(0),
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(self: &Rc<Self>) {
+        loop {
+            let res = {
+                let st = self.st.borrow();
+                if st.wbuf.is_empty() || st.lost {
+                    break;
+                }
+                let mut slices = Vec::with_capacity(16);
+                st.wbuf.slices(&mut slices, 64);
+                self.pipe_write(&slices)
+            };
+            match res {
+                Ok(0) => return, // full: wait for the next writable edge
+                Ok(n) => {
+                    let flow = {
+                        let mut st = self.st.borrow_mut();
+                        st.stats.bytes_sent += n as u64;
+                        st.wbuf.consume(n)
+                    };
+                    self.schedule_flow(flow);
+                }
+                Err(e) => {
+                    self.finish(CloseReason::from_io(e));
+                    return;
+                }
+            }
+        }
+        let close_now = {
+            let st = self.st.borrow();
+            st.closing && st.wbuf.is_empty() && !st.lost
+        };
+        if close_now {
+            self.finish(CloseReason::LocalClose);
+        }
+    }
+
+    fn write_chunks(&self, chunks: &[&[u8]]) -> Result<()> {
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        let mut st = self.st.borrow_mut();
+        if st.lost || st.closing {
+            return closed();
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let mut sent = 0;
+        if st.wbuf.is_empty() {
+            let slices: Vec<IoSlice<'_>> = chunks
+                .iter()
+                .filter(|c| !c.is_empty())
+                .take(64)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            match self.pipe_write(&slices) {
+                Ok(n) => {
+                    sent = n;
+                    st.stats.bytes_sent += n as u64;
+                }
+                Err(e) => {
+                    drop(st);
+                    let err = Error::io("write to pipe", io::Error::new(e.kind(), e.to_string()));
+                    self.finish(CloseReason::from_io(e));
+                    return Err(err);
+                }
+            }
+        }
+        if sent == total {
+            return Ok(());
+        }
+        let mut flow = Flow::Same;
+        let mut skip = sent;
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let f = st.wbuf.push_slice(&c[skip..]);
+            skip = 0;
+            if f != Flow::Same {
+                flow = f;
+            }
+        }
+        drop(st);
+        self.schedule_flow(flow);
+        Ok(())
+    }
+
+    fn write_owned(&self, data: bytes::Bytes) -> Result<()> {
+        let mut st = self.st.borrow_mut();
+        if st.lost || st.closing {
+            return closed();
+        }
+        if !st.wbuf.is_empty() && !data.is_empty() {
+            let flow = st.wbuf.push_bytes(data);
+            drop(st);
+            self.schedule_flow(flow);
+            return Ok(());
+        }
+        drop(st);
+        self.write_chunks(&[&data])
+    }
+
+    /// Start a graceful close: flush, then close the descriptor.
+    fn begin_close(&self) {
+        let empty = {
+            let mut st = self.st.borrow_mut();
+            if st.lost || st.closing {
+                return;
+            }
+            st.closing = true;
+            st.wbuf.is_empty()
+        };
+        if empty {
+            self.finish(CloseReason::LocalClose);
+        }
+    }
+
+    /// The reader went away.
+    fn reader_gone(&self) {
+        let pending = !self.st.borrow().wbuf.is_empty();
+        let reason = if pending {
+            CloseReason::from_io(io::ErrorKind::BrokenPipe.into())
+        } else {
+            CloseReason::PeerEof
+        };
+        self.finish(reason);
+    }
+
+    /// End the transport now with `reason` (the subprocess transport's
+    /// close and pipe timeout). Idempotent.
+    pub(crate) fn end_with(&self, reason: CloseReason) {
+        self.finish(reason);
+    }
+
+    /// Release the descriptor now and schedule `connection_lost(reason)`.
+    /// Idempotent.
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+            st.closing = true;
+            st.wbuf.clear();
+            if let Some(t) = st.close_timer.take() {
+                t.cancel();
+            }
+        }
+        let pipe = self.pipe.borrow_mut().take();
+        if let Some(mut pipe) = pipe {
+            if let Some(token) = self.token.take() {
+                self.handle.inner.reactor.remove(&mut pipe, token);
+            }
+            drop(pipe);
+        }
+        let me = self.rc();
+        self.handle.call_soon(move || {
+            me.call("connection_lost", |p| p.connection_lost(reason));
+            me.protocol.clear();
+        });
+    }
+}
+
+impl IoHandler for WritePipe {
+    fn ready(self: Rc<Self>, ready: Ready) {
+        if self.st.borrow().lost {
+            return;
+        }
+        if ready.error || ready.write_closed {
+            // A pipe's write end reports only this: no reader is left.
+            // Try to flush first so a real EPIPE names the loss.
+            self.flush();
+            self.reader_gone();
+        } else if ready.writable {
+            self.flush();
+        }
+    }
+}
+
+impl TransportImpl for WritePipe {
+    fn write(&self, data: &[u8]) -> Result<()> {
+        self.write_chunks(&[data])
+    }
+
+    fn writelines(&self, chunks: &[&[u8]]) -> Result<()> {
+        self.write_chunks(chunks)
+    }
+
+    fn write_bytes(&self, data: bytes::Bytes) -> Result<()> {
+        self.write_owned(data)
+    }
+
+    /// For a pipe, the end of writing is the end of the transport: the
+    /// same as `close`.
+    fn write_eof(&self) -> Result<()> {
+        if self.is_closing() {
+            return closed();
+        }
+        self.begin_close();
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {
+        self.begin_close();
+    }
+
+    fn close_with_deadline(&self, deadline: Duration) {
+        self.begin_close();
+        let me = self.rc();
+        let mut st = me.st.borrow_mut();
+        if st.lost || st.close_timer.is_some() {
+            return;
+        }
+        let m = me.clone();
+        st.close_timer = Some(me.handle.call_later(deadline, move || {
+            m.st.borrow_mut().close_timer = None;
+            m.finish(CloseReason::Timeout(TimeoutKind::Close));
+        }));
+    }
+
+    fn abort(&self) {
+        self.finish(CloseReason::LocalAbort);
+    }
+
+    fn is_closing(&self) -> bool {
+        let st = self.st.borrow();
+        st.lost || st.closing
+    }
+
+    fn pause_reading(&self) {}
+
+    fn resume_reading(&self) {}
+
+    fn is_reading(&self) -> bool {
+        false
+    }
+
+    fn set_write_buffer_limits(&self, high: usize, low: usize) {
+        let flow = self.st.borrow_mut().wbuf.set_limits(high, low);
+        self.schedule_flow(flow);
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        self.st.borrow().wbuf.limits()
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.st.borrow().wbuf.len()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddress> {
+        None
+    }
+
+    fn local_addr(&self) -> Option<SocketAddress> {
+        None
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.st.borrow().stats
+    }
+
+    fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
+        if !self.st.borrow().lost || self.protocol.get().is_some() {
+            self.protocol.set(protocol);
+        }
+    }
+
+    fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
+        self.protocol.get()
+    }
+
+    fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
+        match key {
+            "fd" if !self.st.borrow().lost => Some(Box::new(self.fd)),
+            _ => None,
+        }
+    }
+}
