@@ -7,6 +7,13 @@
 //! written down in [`protocol`]. Futures run on the same loop
 //! ([`Handle::spawn`], [`SettableFuture`], [`sleep`], [`timeout`]).
 //!
+//! Pipes and child processes are transports too:
+//! [`Handle::connect_read_pipe`] / [`Handle::connect_write_pipe`] run a
+//! `Protocol` on a pipe, [`Handle::subprocess_exec`] runs a
+//! [`SubprocessProtocol`] on a child's pipes and exit, and
+//! [`Handle::create_subprocess_exec`] gives a [`Process`] with asyncio's
+//! `communicate()`.
+//!
 //! # An echo server
 //!
 //! ```
@@ -51,9 +58,12 @@ pub use event_loop::{
     DEFAULT_SLOW_CALLBACK, EventLoop, ExceptionContext, ExceptionKind, ExecutorFuture, Handle,
     LoopStats, RemoteHandle,
 };
-pub use protocol::{Buffered, BufferedProtocol, CloseReason, Protocol, TimeoutKind};
+pub use protocol::{
+    Buffered, BufferedProtocol, CloseReason, Protocol, SubprocessProtocol, TimeoutKind,
+};
 pub use task::{FutureError, JoinError, JoinHandle, SettableFuture, sleep, spawn, timeout};
 pub use time::{CallbackHandle, TimerHandle};
+pub use transport::subprocess::{Process, Stdio, SubprocessOptions, SubprocessTransport};
 pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
 pub use transport::tls;
 pub use transport::{ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats};

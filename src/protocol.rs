@@ -1,6 +1,7 @@
-//! The traits users implement ([`Protocol`], [`BufferedProtocol`]; the
-//! datagram and subprocess protocols join them as those transports land)
-//! and the typed [`CloseReason`] every `connection_lost` receives.
+//! The traits users implement ([`Protocol`], [`BufferedProtocol`],
+//! [`SubprocessProtocol`]; the datagram protocol joins them as that
+//! transport lands) and the typed [`CloseReason`] every `connection_lost`
+//! receives.
 //!
 //! # The callback contract
 //!
@@ -81,6 +82,10 @@ pub enum TimeoutKind {
     Shutdown,
     /// The connection was idle longer than the server allows.
     Idle,
+    /// A child process exited but one of its pipes stayed open (held by a
+    /// process it started) longer than
+    /// `SubprocessOptions::close_pipes_after_exit` allows.
+    PipeAfterExit,
 }
 
 impl CloseReason {
@@ -285,5 +290,84 @@ impl<P: BufferedProtocol> Protocol for Buffered<P> {
     }
     fn buffer_updated(&mut self, nbytes: usize) {
         self.0.buffer_updated(nbytes)
+    }
+}
+
+/// A subprocess protocol: the output of a child's pipes and its exit,
+/// asyncio's `SubprocessProtocol` plus [`process_ended`](Self::process_ended).
+///
+/// # Order of callbacks
+///
+/// ```text
+/// connection_made            (exactly once, first)
+/// pipe_data_received*        (fd 1 and fd 2, interleaved as they arrive)
+/// pipe_connection_lost(fd)   (once per piped fd: 0, 1, 2, in any order)
+/// process_exited             (exactly once, when the child is reaped)
+/// process_ended(status)      (exactly once, last: exited AND every pipe closed)
+/// ```
+///
+/// `process_exited` may come before or after the pipes close: a child's
+/// exit and the end of its output are separate events, and a process the
+/// child started may keep a pipe open long after the child is gone.
+/// `process_ended` is the one place that sees all output and the status.
+/// Nothing is called after it.
+///
+/// A panic in one of these callbacks is reported to the loop's exception
+/// handler and closes the transport (the child is killed if it still
+/// runs); the remaining callbacks, `process_ended` included, still come.
+///
+/// ```
+/// use std::process::ExitStatus;
+/// use protoloop::{SubprocessProtocol, SubprocessTransport};
+///
+/// /// Collects what the child writes to stdout.
+/// #[derive(Default)]
+/// struct Capture {
+///     out: Vec<u8>,
+///     status: Option<ExitStatus>,
+/// }
+///
+/// impl SubprocessProtocol for Capture {
+///     fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+///         if fd == 1 {
+///             self.out.extend_from_slice(data);
+///         }
+///     }
+///     fn process_ended(&mut self, status: ExitStatus) {
+///         self.status = Some(status);
+///     }
+/// }
+/// ```
+pub trait SubprocessProtocol: 'static {
+    /// The child was started; keep `transport` to write to its stdin,
+    /// signal it or close it. This handle does not keep the child alive
+    /// (see `SubprocessOptions::kill_on_drop`).
+    fn connection_made(&mut self, transport: crate::transport::subprocess::SubprocessTransport) {
+        let _ = transport;
+    }
+
+    /// Bytes from the child's stdout (fd 1) or stderr (fd 2).
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]);
+
+    /// A pipe closed: fd 0 when stdin's write side is gone (closed by us,
+    /// or the child stopped reading), fd 1 or 2 at the end of the child's
+    /// output.
+    fn pipe_connection_lost(&mut self, fd: i32, reason: CloseReason) {
+        let _ = (fd, reason);
+    }
+
+    /// The child's stdin write buffer went above its high-water mark.
+    fn pause_writing(&mut self) {}
+
+    /// The child's stdin write buffer drained to its low-water mark.
+    fn resume_writing(&mut self) {}
+
+    /// The child exited and was reaped; the status is in
+    /// `transport.returncode()`. Pipes may still be open.
+    fn process_exited(&mut self) {}
+
+    /// The child exited AND every pipe closed: called once, last.
+    fn process_ended(&mut self, status: std::process::ExitStatus) {
+        let _ = status;
     }
 }

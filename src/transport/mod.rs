@@ -32,6 +32,7 @@ use crate::protocol::Protocol;
 pub(crate) mod buffer;
 pub mod pipe;
 pub(crate) mod stream;
+pub mod subprocess;
 pub mod tcp;
 pub mod tls;
 

@@ -1,0 +1,185 @@
+//! Killing, dropping, closing and reaping; grandchildren holding pipes;
+//! many children at once.
+
+use super::*;
+
+#[test]
+fn fifty_children_at_once() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let mut procs = Vec::new();
+    for i in 0..50 {
+        let p = h
+            .create_subprocess_exec(
+                "sh",
+                [
+                    "-c",
+                    "echo child-$1; echo err-$1 >&2; exit $(( $1 % 7 ))",
+                    "sh",
+                    &i.to_string(),
+                ],
+                SubprocessOptions::default(),
+            )
+            .unwrap();
+        procs.push(p);
+    }
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid()).collect();
+    let h2 = h.clone();
+    let outs = run(&lp, async move {
+        let tasks: Vec<_> = procs
+            .into_iter()
+            .map(|p| h2.spawn(async move { p.communicate(None).await }))
+            .collect();
+        let mut outs = Vec::new();
+        for t in tasks {
+            outs.push(t.await.unwrap().unwrap());
+        }
+        outs
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(out.status.code(), Some(i as i32 % 7));
+        assert_eq!(out.stdout, format!("child-{i}\n").as_bytes());
+        assert_eq!(out.stderr, format!("err-{i}\n").as_bytes());
+    }
+    for pid in pids {
+        assert!(proc_gone(pid), "process {pid} left behind");
+    }
+    assert_eq!(h.stats().sources, 0, "every pipe and pidfd deregistered");
+}
+
+#[test]
+fn dropping_a_kill_on_drop_transport_leaves_no_process() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    // The protocol keeps its own handle: that must not keep the child.
+    let (rec, log, ended) = Rec::new(&h);
+    let (t, _) = h
+        .subprocess_exec(
+            move || rec,
+            "sleep",
+            ["30"],
+            SubprocessOptions::default().kill_on_drop(true),
+        )
+        .unwrap();
+    let pid = t.pid();
+    assert!(!proc_gone(pid));
+    drop(t);
+    let st = run(&lp, ended).unwrap();
+    assert_eq!(st.signal(), Some(9));
+    check_order(&log.borrow(), &[0, 1, 2]);
+    assert!(proc_gone(pid), "process {pid} left behind");
+    assert_eq!(h.stats().sources, 0);
+
+    // Without kill_on_drop, dropping the handle leaves the child running,
+    // and it is still reaped when it exits.
+    let (rec, _log, ended) = Rec::new(&h);
+    let (t, _) = h
+        .subprocess_shell(move || rec, "sleep 0.2", SubprocessOptions::default())
+        .unwrap();
+    let pid = t.pid();
+    drop(t);
+    let st = run(&lp, ended).unwrap();
+    assert!(st.success());
+    assert!(proc_gone(pid));
+}
+
+#[test]
+fn closing_the_loop_kills_and_reaps_a_kill_on_drop_child() {
+    let pid;
+    {
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        let (t, _) = h
+            .subprocess_exec(
+                || Rec::new(&h).0,
+                "sleep",
+                ["30"],
+                SubprocessOptions::default().kill_on_drop(true),
+            )
+            .unwrap();
+        pid = t.pid();
+        drop(t);
+        lp.close().unwrap();
+    }
+    // A background thread reaps it: poll /proc for a bounded time (it
+    // may be a zombie for a moment, until that thread gets to it).
+    let start = std::time::Instant::now();
+    while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+        assert!(start.elapsed() < DEADLINE, "process {pid} left behind");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn close_kills_a_running_child_and_still_ends() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (rec, log, ended) = Rec::new(&h);
+    let (t, _) = h
+        .subprocess_exec(move || rec, "sleep", ["30"], SubprocessOptions::default())
+        .unwrap();
+    assert!(!t.is_closing());
+    t.close();
+    assert!(t.is_closing());
+    let st = run(&lp, ended).unwrap();
+    assert_eq!(st.signal(), Some(9));
+    let log = log.borrow();
+    check_order(&log, &[0, 1, 2]);
+    assert!(log.contains(&Ev::Lost(1, "LocalClose".into())));
+}
+
+#[test]
+fn a_grandchild_holding_the_pipes_delays_process_ended() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (rec, log, ended) = Rec::new(&h);
+    h.subprocess_shell(
+        move || rec,
+        "(sleep 0.3; echo late) & exit 3",
+        SubprocessOptions::default().stdin(Stdio::Null),
+    )
+    .unwrap();
+    let st = run(&lp, ended).unwrap();
+    assert_eq!(st.code(), Some(3));
+    let log = log.borrow();
+    check_order(&log, &[1, 2]);
+    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
+    let lost1 = log
+        .iter()
+        .position(|e| matches!(e, Ev::Lost(1, _)))
+        .unwrap();
+    assert!(
+        exited < lost1,
+        "the exit comes before the grandchild's EOF: {log:?}"
+    );
+    assert_eq!(
+        data_of(&log, 1),
+        b"late\n",
+        "output after the exit is delivered"
+    );
+}
+
+#[test]
+fn close_pipes_after_exit_bounds_the_wait_for_a_grandchild() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (rec, log, ended) = Rec::new(&h);
+    h.subprocess_shell(
+        move || rec,
+        "sleep 30 & echo $!; exit 3",
+        SubprocessOptions::default().close_pipes_after_exit(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let st = run(&lp, ended).unwrap();
+    assert_eq!(st.code(), Some(3));
+    let log = log.borrow();
+    check_order(&log, &[0, 1, 2]);
+    let timeout = format!("{:?}", CloseReason::Timeout(TimeoutKind::PipeAfterExit));
+    assert!(log.contains(&Ev::Lost(1, timeout)), "{log:?}");
+    // Clean up the grandchild (not ours to reap: init adopts it).
+    let out = String::from_utf8(data_of(&log, 1)).unwrap();
+    let gpid: i32 = out.trim().parse().unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg(gpid.to_string())
+        .status();
+}
