@@ -36,6 +36,9 @@
 //! after `close` fail with [`Error::Closed`].
 //! `data_received` is never called on a write pipe.
 //!
+//! On either end, `Transport::extra("fd")` gives the raw descriptor (an
+//! `i32`) while the transport is open.
+//!
 //! Rust programs ignore `SIGPIPE`, so writing to a pipe without a reader
 //! gives `EPIPE` rather than killing the process. A program that restores
 //! the default `SIGPIPE` disposition must not use write pipes.
