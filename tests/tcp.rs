@@ -239,8 +239,7 @@ fn abort_gives_the_peer_a_reset() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
             Ok(n) => panic!("peer read {n} bytes instead of a reset"),
         }
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(matches!(server.lost(), Some(CloseReason::LocalAbort)));
     server.check_contract();
@@ -260,8 +259,7 @@ fn a_reset_from_the_peer_is_peer_reset() {
             .unwrap();
         drop(peer);
         wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(
         matches!(server.lost(), Some(CloseReason::PeerReset(_))),
@@ -520,8 +518,7 @@ fn close_with_deadline_aborts_when_the_peer_does_not_read() {
             }
         }
         assert!(total < 16 << 20);
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(
         matches!(
@@ -712,7 +709,7 @@ fn close_clients_and_abort_clients() {
                 p.lost()
             );
         }
-        let s = sprobes.borrow();
+        let s = sprobes.borrow().clone();
         assert_eq!(s.len(), 5);
         for p in &s[..3] {
             assert!(matches!(p.lost(), Some(CloseReason::LocalClose)));
@@ -1065,8 +1062,7 @@ fn writelines_sends_every_chunk_in_order() {
         .await;
         assert_eq!(t.stats().bytes_sent, w.len() as u64);
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert_eq!(got.data_len(), want.len());
     assert!(*got.data.borrow() == want);
