@@ -1181,3 +1181,40 @@ fn a_server_on_several_addresses_accepts_on_each() {
         server.close();
     });
 }
+
+#[test]
+fn a_cancelled_connect_leaves_nothing_registered() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    // A full backlog: connects hang until cancelled.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let mut kept = Vec::new();
+        let mut cancelled = 0;
+        for _ in 0..16 {
+            let before = h2.stats().sources;
+            let connect = h2.create_connection(|| Rec::new().0, addr, ConnectOptions::default());
+            match h2.timeout(Duration::from_millis(200), connect).await {
+                Ok(c) => kept.push(c.unwrap()),
+                Err(_) => {
+                    cancelled += 1;
+                    assert_eq!(
+                        h2.stats().sources,
+                        before,
+                        "cancelled connect left its source"
+                    );
+                    if cancelled == 2 {
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("no connect hung on a full backlog");
+    });
+    drop(sock);
+}
