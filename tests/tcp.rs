@@ -1218,3 +1218,43 @@ fn a_cancelled_connect_leaves_nothing_registered() {
     });
     drop(sock);
 }
+
+#[test]
+fn closing_the_loop_closes_its_connections() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_server, addr) = echo_server(&h);
+    let mut peer = TcpStream::connect(addr).unwrap();
+    let (ours, adopted_peer) = common::socket_pair();
+    // Protocols that keep their transport: a reference cycle that only
+    // the loop can break.
+    h.connect_accepted_socket(Echo::default(), ours).unwrap();
+    let h2 = h.clone();
+    let (mut peer, mut adopted_peer) = run(&lp, LIMIT, async move {
+        peer.write_all(b"x").unwrap();
+        let got = {
+            peer.set_nonblocking(true).unwrap();
+            let mut got = Vec::new();
+            wait_until(&h2, "echo", || {
+                common::read_available(&mut peer, &mut got).unwrap();
+                !got.is_empty()
+            })
+            .await;
+            got
+        };
+        assert_eq!(got, b"x");
+        peer.set_nonblocking(false).unwrap();
+        (peer, adopted_peer)
+    });
+    drop(h);
+    drop(lp);
+    // Both peers see the connection end (EOF or reset), not silence.
+    for p in [&mut peer, &mut adopted_peer] {
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        match p.read(&mut [0; 8]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("peer read {other:?} after the loop was dropped"),
+        }
+    }
+}

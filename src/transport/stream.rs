@@ -616,6 +616,27 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
             self.read_ready(!(ready.read_closed || ready.error));
         }
     }
+
+    fn loop_closed(&self) {
+        // No callback can run any more, so no connection_lost: just close
+        // the socket (the peer sees EOF or a reset) and drop the protocol,
+        // which usually holds this transport's handle.
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.lost = true;
+            st.closing.get_or_insert(CloseKind::Local);
+            st.wbuf.clear();
+            st.close_timer.take()
+        };
+        drop(timer);
+        self.token.take();
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
+        let hook = self.on_lost.borrow_mut().take();
+        drop(hook);
+        let proto = self.protocol.borrow_mut().take();
+        drop(proto);
+    }
 }
 
 impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
