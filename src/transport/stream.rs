@@ -270,7 +270,8 @@ impl<S: StreamSocket> StreamTransport<S> {
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     p.get_buffer(BUFFER_HINT).map(|b| {
                         let cap = b.len();
-                        (self.sock_read(b), cap)
+                        let res = if cap == 0 { Ok(0) } else { self.sock_read(b) };
+                        (res, cap)
                     })
                 }));
                 drop(p);
@@ -288,6 +289,16 @@ impl<S: StreamSocket> StreamTransport<S> {
                 }
             };
             let full = match lent {
+                // A read into no space returns 0, which would pass for EOF.
+                Some((_, 0)) => {
+                    let msg = "BufferedProtocol::get_buffer returned an empty buffer";
+                    self.handle.report(
+                        ExceptionKind::Error,
+                        format!("{}: {msg}", self.describe("get_buffer")),
+                    );
+                    self.finish(CloseReason::protocol(io::Error::other(msg)), true);
+                    return;
+                }
                 Some((res, cap)) => match res {
                     Ok(0) => return self.eof(),
                     Ok(n) => {
