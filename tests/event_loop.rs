@@ -286,6 +286,32 @@ fn run_in_executor_runs_jobs_in_parallel() {
 }
 
 #[test]
+fn run_in_executor_starts_a_thread_when_the_idle_one_is_already_taken() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let r = run(&lp, Duration::from_secs(20), async move {
+        // One pool thread, then idle.
+        h.run_in_executor(|| ()).await.unwrap();
+        h.sleep(Duration::from_millis(50)).await;
+        // Two jobs submitted back to back, each waiting for the other:
+        // the second must not queue behind the first on the one idle
+        // thread.
+        let (tx1, rx1) = mpsc::channel::<()>();
+        let (tx2, rx2) = mpsc::channel::<()>();
+        let a = h.run_in_executor(move || {
+            tx1.send(()).unwrap();
+            rx2.recv_timeout(Duration::from_secs(5)).is_ok()
+        });
+        let b = h.run_in_executor(move || {
+            tx2.send(()).unwrap();
+            rx1.recv_timeout(Duration::from_secs(5)).is_ok()
+        });
+        (a.await.unwrap(), b.await.unwrap())
+    });
+    assert_eq!(r, (true, true), "the two jobs did not run at the same time");
+}
+
+#[test]
 fn run_in_executor_panic_becomes_executor_panic() {
     quiet_expected_panics();
     let lp = EventLoop::new().unwrap();
