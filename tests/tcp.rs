@@ -1258,3 +1258,31 @@ fn closing_the_loop_closes_its_connections() {
         }
     }
 }
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let opts = ServerOptions::default().reuse_port(true).backlog(16);
+    let a = h
+        .create_server(Echo::default, "127.0.0.1:0", opts.clone())
+        .unwrap();
+    let addr = a.local_addrs()[0];
+    let b = h.create_server(Echo::default, addr, opts).unwrap();
+    assert_eq!(b.local_addrs()[0], addr);
+    // Without SO_REUSEPORT the port is taken.
+    let e = h
+        .create_server(Echo::default, addr, ServerOptions::default())
+        .unwrap_err();
+    assert_eq!(e.io_kind(), Some(ErrorKind::AddrInUse), "{e}");
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let (t, p) = connect(&h2, addr, Rec::new().0).await;
+        t.write(b"x").unwrap();
+        wait_until(&h2, "echo", || p.data_len() == 1).await;
+        assert_eq!(a.connection_count() + b.connection_count(), 1);
+        t.close();
+        a.close();
+        b.close();
+    });
+}
