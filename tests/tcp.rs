@@ -1286,3 +1286,58 @@ fn reuse_port_lets_two_servers_share_a_port() {
         b.close();
     });
 }
+
+#[test]
+fn a_hundred_concurrent_clients_each_get_their_own_bytes_back() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (server, addr) = echo_server(&h);
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let mut tasks = Vec::new();
+        for i in 0..100u64 {
+            let h3 = h2.clone();
+            tasks.push(h2.spawn(async move {
+                let data = Rng::new(1000 + i).bytes(64 * 1024 + i as usize * 17);
+                let (t, p) = connect(&h3, addr, Rec::new().0).await;
+                write_with_flow_control(&h3, &t, &p, &data, i).await;
+                wait_until(&h3, "echo", || p.data_len() >= data.len()).await;
+                assert!(*p.data.borrow() == data, "client {i} got other bytes");
+                t.close();
+                wait_until(&h3, "lost", || p.is_lost()).await;
+                p.check_contract();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        wait_until(&h2, "server side closed", || server.connection_count() == 0).await;
+    });
+}
+
+#[test]
+fn a_server_that_closes_in_connection_made() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_server, addr, sprobes) = rec_server(
+        &h,
+        || {
+            Rec::new().0.on_made(|t| {
+                t.write(b"go away").unwrap();
+                t.close();
+            })
+        },
+        ServerOptions::default(),
+    );
+    let h2 = h.clone();
+    let client = run(&lp, LIMIT, async move {
+        let (_t, p) = connect(&h2, addr, Rec::new().0).await;
+        wait_until(&h2, "client lost", || p.is_lost()).await;
+        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
+        sprobes.borrow()[0].check_contract();
+        p
+    });
+    client.check_contract();
+    assert_eq!(*client.data.borrow(), b"go away");
+    assert!(matches!(client.lost(), Some(CloseReason::PeerEof)));
+}
