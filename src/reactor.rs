@@ -48,6 +48,11 @@ pub(crate) struct Ready {
 pub(crate) trait IoHandler {
     /// Called with each readiness event for the handler's token.
     fn ready(self: Rc<Self>, ready: Ready);
+
+    /// The loop is closing and will never dispatch again: release the
+    /// source and break reference cycles (a transport and the protocol
+    /// that keeps its handle). Runs no protocol callbacks.
+    fn loop_closed(&self) {}
 }
 
 pub(crate) struct Reactor {
@@ -137,9 +142,13 @@ impl Reactor {
         self.handlers.borrow().len()
     }
 
-    /// Drop every handler (loop close), breaking reference cycles.
+    /// Drop every handler (loop close), breaking reference cycles: each is
+    /// told first, then all are dropped (outside the slab borrow).
     pub(crate) fn clear(&self) {
         let all = std::mem::take(&mut *self.handlers.borrow_mut());
+        for (_, h) in all.iter() {
+            h.loop_closed();
+        }
         drop(all);
     }
 

@@ -745,3 +745,40 @@ fn a_small_lent_buffer_receives_everything_in_pieces() {
     assert!(*got.borrow() == data);
     assert!(matches!(*lost.borrow(), Some(CloseReason::PeerEof)));
 }
+
+#[test]
+fn an_empty_lent_buffer_is_an_error_not_eof() {
+    struct Empty(Rc<RefCell<Option<CloseReason>>>);
+    impl BufferedProtocol for Empty {
+        fn get_buffer(&mut self, _hint: usize) -> &mut [u8] {
+            &mut []
+        }
+        fn buffer_updated(&mut self, _n: usize) {
+            unreachable!("nothing can be read into an empty buffer");
+        }
+        fn eof_received(&mut self) -> bool {
+            panic!("eof_received without an EOF");
+        }
+        fn connection_lost(&mut self, r: CloseReason) {
+            *self.0.borrow_mut() = Some(r);
+        }
+    }
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let seen = capture_exceptions(&h);
+    let lost = Rc::new(RefCell::new(None));
+    let (ours, mut peer) = socket_pair();
+    h.connect_accepted_socket(Buffered(Empty(lost.clone())), ours)
+        .unwrap();
+    let h2 = h.clone();
+    let l = lost.clone();
+    run(&lp, LIMIT, async move {
+        let _ = peer.write_all(b"x");
+        wait_until(&h2, "lost", || l.borrow().is_some()).await;
+    });
+    match &*lost.borrow() {
+        Some(CloseReason::Protocol(e)) => assert!(e.to_string().contains("empty buffer"), "{e}"),
+        other => panic!("expected CloseReason::Protocol, got {other:?}"),
+    }
+    assert!(common::reported(&seen, ExceptionKind::Error));
+}

@@ -286,6 +286,32 @@ fn run_in_executor_runs_jobs_in_parallel() {
 }
 
 #[test]
+fn run_in_executor_starts_a_thread_when_the_idle_one_is_already_taken() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let r = run(&lp, Duration::from_secs(20), async move {
+        // One pool thread, then idle.
+        h.run_in_executor(|| ()).await.unwrap();
+        h.sleep(Duration::from_millis(50)).await;
+        // Two jobs submitted back to back, each waiting for the other:
+        // the second must not queue behind the first on the one idle
+        // thread.
+        let (tx1, rx1) = mpsc::channel::<()>();
+        let (tx2, rx2) = mpsc::channel::<()>();
+        let a = h.run_in_executor(move || {
+            tx1.send(()).unwrap();
+            rx2.recv_timeout(Duration::from_secs(5)).is_ok()
+        });
+        let b = h.run_in_executor(move || {
+            tx2.send(()).unwrap();
+            rx1.recv_timeout(Duration::from_secs(5)).is_ok()
+        });
+        (a.await.unwrap(), b.await.unwrap())
+    });
+    assert_eq!(r, (true, true), "the two jobs did not run at the same time");
+}
+
+#[test]
 fn run_in_executor_panic_becomes_executor_panic() {
     quiet_expected_panics();
     let lp = EventLoop::new().unwrap();
@@ -894,6 +920,34 @@ fn signal_handlers_run_on_the_loop_and_can_be_removed() {
         assert_eq!(second.get(), 1);
         assert_eq!(h2.stats().sources, 0);
     });
+
+    // Two loops on two threads watching one signal: each is told.
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        let got = Rc::new(Cell::new(false));
+        let g = got.clone();
+        h.add_signal_handler(SIGUSR1, move || g.set(true)).unwrap();
+        ready_tx.send(()).unwrap();
+        let h2 = h.clone();
+        run(&lp, Duration::from_secs(10), async move {
+            common::wait_until(&h2, "the signal on the second loop", || got.get()).await;
+        });
+        go_rx.recv().unwrap();
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mine = Rc::new(Cell::new(false));
+    let m = mine.clone();
+    h.add_signal_handler(SIGUSR1, move || m.set(true)).unwrap();
+    let h2 = h.clone();
+    run(&lp, Duration::from_secs(10), async move {
+        signal_hook::low_level::raise(SIGUSR1).unwrap();
+        common::wait_until(&h2, "the signal on the first loop", || mine.get()).await;
+    });
+    go_tx.send(()).unwrap();
+    other.join().unwrap();
 }
 
 #[test]

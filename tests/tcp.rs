@@ -239,8 +239,7 @@ fn abort_gives_the_peer_a_reset() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
             Ok(n) => panic!("peer read {n} bytes instead of a reset"),
         }
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(matches!(server.lost(), Some(CloseReason::LocalAbort)));
     server.check_contract();
@@ -260,8 +259,7 @@ fn a_reset_from_the_peer_is_peer_reset() {
             .unwrap();
         drop(peer);
         wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(
         matches!(server.lost(), Some(CloseReason::PeerReset(_))),
@@ -520,8 +518,7 @@ fn close_with_deadline_aborts_when_the_peer_does_not_read() {
             }
         }
         assert!(total < 16 << 20);
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert!(
         matches!(
@@ -712,7 +709,7 @@ fn close_clients_and_abort_clients() {
                 p.lost()
             );
         }
-        let s = sprobes.borrow();
+        let s = sprobes.borrow().clone();
         assert_eq!(s.len(), 5);
         for p in &s[..3] {
             assert!(matches!(p.lost(), Some(CloseReason::LocalClose)));
@@ -1065,8 +1062,7 @@ fn writelines_sends_every_chunk_in_order() {
         .await;
         assert_eq!(t.stats().bytes_sent, w.len() as u64);
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
-        s
+        sprobes.borrow()[0].clone()
     });
     assert_eq!(got.data_len(), want.len());
     assert!(*got.data.borrow() == want);
@@ -1184,4 +1180,164 @@ fn a_server_on_several_addresses_accepts_on_each() {
         }
         server.close();
     });
+}
+
+#[test]
+fn a_cancelled_connect_leaves_nothing_registered() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    // A full backlog: connects hang until cancelled.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let mut kept = Vec::new();
+        let mut cancelled = 0;
+        for _ in 0..16 {
+            let before = h2.stats().sources;
+            let connect = h2.create_connection(|| Rec::new().0, addr, ConnectOptions::default());
+            match h2.timeout(Duration::from_millis(200), connect).await {
+                Ok(c) => kept.push(c.unwrap()),
+                Err(_) => {
+                    cancelled += 1;
+                    assert_eq!(
+                        h2.stats().sources,
+                        before,
+                        "cancelled connect left its source"
+                    );
+                    if cancelled == 2 {
+                        return;
+                    }
+                }
+            }
+        }
+        panic!("no connect hung on a full backlog");
+    });
+    drop(sock);
+}
+
+#[test]
+fn closing_the_loop_closes_its_connections() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_server, addr) = echo_server(&h);
+    let mut peer = TcpStream::connect(addr).unwrap();
+    let (ours, adopted_peer) = common::socket_pair();
+    // Protocols that keep their transport: a reference cycle that only
+    // the loop can break.
+    h.connect_accepted_socket(Echo::default(), ours).unwrap();
+    let h2 = h.clone();
+    let (mut peer, mut adopted_peer) = run(&lp, LIMIT, async move {
+        peer.write_all(b"x").unwrap();
+        let got = {
+            peer.set_nonblocking(true).unwrap();
+            let mut got = Vec::new();
+            wait_until(&h2, "echo", || {
+                common::read_available(&mut peer, &mut got).unwrap();
+                !got.is_empty()
+            })
+            .await;
+            got
+        };
+        assert_eq!(got, b"x");
+        peer.set_nonblocking(false).unwrap();
+        (peer, adopted_peer)
+    });
+    drop(h);
+    drop(lp);
+    // Both peers see the connection end (EOF or reset), not silence.
+    for p in [&mut peer, &mut adopted_peer] {
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        match p.read(&mut [0; 8]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("peer read {other:?} after the loop was dropped"),
+        }
+    }
+}
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let opts = ServerOptions::default().reuse_port(true).backlog(16);
+    let a = h
+        .create_server(Echo::default, "127.0.0.1:0", opts.clone())
+        .unwrap();
+    let addr = a.local_addrs()[0];
+    let b = h.create_server(Echo::default, addr, opts).unwrap();
+    assert_eq!(b.local_addrs()[0], addr);
+    // Without SO_REUSEPORT the port is taken.
+    let e = h
+        .create_server(Echo::default, addr, ServerOptions::default())
+        .unwrap_err();
+    assert_eq!(e.io_kind(), Some(ErrorKind::AddrInUse), "{e}");
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let (t, p) = connect(&h2, addr, Rec::new().0).await;
+        t.write(b"x").unwrap();
+        wait_until(&h2, "echo", || p.data_len() == 1).await;
+        assert_eq!(a.connection_count() + b.connection_count(), 1);
+        t.close();
+        a.close();
+        b.close();
+    });
+}
+
+#[test]
+fn a_hundred_concurrent_clients_each_get_their_own_bytes_back() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (server, addr) = echo_server(&h);
+    let h2 = h.clone();
+    run(&lp, LIMIT, async move {
+        let mut tasks = Vec::new();
+        for i in 0..100u64 {
+            let h3 = h2.clone();
+            tasks.push(h2.spawn(async move {
+                let data = Rng::new(1000 + i).bytes(64 * 1024 + i as usize * 17);
+                let (t, p) = connect(&h3, addr, Rec::new().0).await;
+                write_with_flow_control(&h3, &t, &p, &data, i).await;
+                wait_until(&h3, "echo", || p.data_len() >= data.len()).await;
+                assert!(*p.data.borrow() == data, "client {i} got other bytes");
+                t.close();
+                wait_until(&h3, "lost", || p.is_lost()).await;
+                p.check_contract();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        wait_until(&h2, "server side closed", || server.connection_count() == 0).await;
+    });
+}
+
+#[test]
+fn a_server_that_closes_in_connection_made() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_server, addr, sprobes) = rec_server(
+        &h,
+        || {
+            Rec::new().0.on_made(|t| {
+                t.write(b"go away").unwrap();
+                t.close();
+            })
+        },
+        ServerOptions::default(),
+    );
+    let h2 = h.clone();
+    let client = run(&lp, LIMIT, async move {
+        let (_t, p) = connect(&h2, addr, Rec::new().0).await;
+        wait_until(&h2, "client lost", || p.is_lost()).await;
+        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
+        sprobes.borrow()[0].check_contract();
+        p
+    });
+    client.check_contract();
+    assert_eq!(*client.data.borrow(), b"go away");
+    assert!(matches!(client.lost(), Some(CloseReason::PeerEof)));
 }

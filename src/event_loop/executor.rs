@@ -55,7 +55,10 @@ impl Pool {
     fn submit(&self, job: Job) -> Result<()> {
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         st.jobs.push_back(job);
-        if st.idle == 0 && st.threads < MAX_THREADS {
+        // An idle thread that was notified stays counted as idle until it
+        // wakes: compare with the queue, not with zero, or back-to-back
+        // jobs share one thread while the pool could grow.
+        if st.jobs.len() > st.idle && st.threads < MAX_THREADS {
             let shared = self.shared.clone();
             let spawned = std::thread::Builder::new()
                 .name("protoloop-executor".into())

@@ -238,6 +238,11 @@ impl EventLoop {
     /// on their threads; their results are dropped). Idempotent. Fails with
     /// [`Error::LoopRunning`] while running.
     ///
+    /// Open connections are closed (their peers see EOF, or a reset if
+    /// input was unread) and their protocols dropped, without
+    /// `connection_lost`: no callback runs on a closed loop. Dropping the
+    /// loop closes it.
+    ///
     /// A task whose waker is held elsewhere is dropped when that waker is
     /// woken or dropped on this thread; if it is woken from another
     /// thread the task is leaked, since its `!Send` state must not be

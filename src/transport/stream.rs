@@ -270,7 +270,8 @@ impl<S: StreamSocket> StreamTransport<S> {
                 let r = panic::catch_unwind(AssertUnwindSafe(|| {
                     p.get_buffer(BUFFER_HINT).map(|b| {
                         let cap = b.len();
-                        (self.sock_read(b), cap)
+                        let res = if cap == 0 { Ok(0) } else { self.sock_read(b) };
+                        (res, cap)
                     })
                 }));
                 drop(p);
@@ -288,6 +289,16 @@ impl<S: StreamSocket> StreamTransport<S> {
                 }
             };
             let full = match lent {
+                // A read into no space returns 0, which would pass for EOF.
+                Some((_, 0)) => {
+                    let msg = "BufferedProtocol::get_buffer returned an empty buffer";
+                    self.handle.report(
+                        ExceptionKind::Error,
+                        format!("{}: {msg}", self.describe("get_buffer")),
+                    );
+                    self.finish(CloseReason::protocol(io::Error::other(msg)), true);
+                    return;
+                }
                 Some((res, cap)) => match res {
                     Ok(0) => return self.eof(),
                     Ok(n) => {
@@ -615,6 +626,27 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
             // After the FIN no new edge comes: read until EOF is seen.
             self.read_ready(!(ready.read_closed || ready.error));
         }
+    }
+
+    fn loop_closed(&self) {
+        // No callback can run any more, so no connection_lost: just close
+        // the socket (the peer sees EOF or a reset) and drop the protocol,
+        // which usually holds this transport's handle.
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.lost = true;
+            st.closing.get_or_insert(CloseKind::Local);
+            st.wbuf.clear();
+            st.close_timer.take()
+        };
+        drop(timer);
+        self.token.take();
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
+        let hook = self.on_lost.borrow_mut().take();
+        drop(hook);
+        let proto = self.protocol.borrow_mut().take();
+        drop(proto);
     }
 }
 

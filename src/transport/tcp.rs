@@ -294,6 +294,13 @@ async fn connect_one(
         reactor.forget(token);
         return Err(e);
     }
+    // If this future is dropped mid-connect (a timeout around
+    // `create_connection`), forget the token; closing the socket, dropped
+    // next, deregisters it.
+    let mut pending = PendingConnect {
+        handle,
+        token: Some(token),
+    };
     let connected = std::future::poll_fn(|cx| {
         loop {
             if !wait.fired.replace(false) {
@@ -321,11 +328,26 @@ async fn connect_one(
         },
         None => connected.await,
     };
+    pending.token = None;
     match res {
         Ok(()) => Ok((stream, token)),
         Err(e) => {
             reactor.remove(&mut stream, token);
             Err(e)
+        }
+    }
+}
+
+/// Forgets a connect attempt's reactor token unless the attempt finished.
+struct PendingConnect<'a> {
+    handle: &'a Handle,
+    token: Option<Token>,
+}
+
+impl Drop for PendingConnect<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.take() {
+            self.handle.inner.reactor.forget(t);
         }
     }
 }

@@ -162,6 +162,7 @@ pub type Log = Rc<RefCell<Vec<Ev>>>;
 
 type MadeHook = Box<dyn FnMut(&Transport)>;
 type DataHook = Box<dyn FnMut(&Transport, &[u8], &Log)>;
+type AskHook = Box<dyn FnMut(&Transport) -> bool>;
 
 /// A protocol that records every callback, with optional behaviour.
 pub struct Rec {
@@ -172,8 +173,8 @@ pub struct Rec {
     busy: Rc<Cell<bool>>,
     on_made: Option<MadeHook>,
     on_data: Option<DataHook>,
-    on_eof: Option<Box<dyn FnMut(&Transport) -> bool>>,
-    on_drain: Option<Box<dyn FnMut(&Transport) -> bool>>,
+    on_eof: Option<AskHook>,
+    on_drain: Option<AskHook>,
 }
 
 struct Busy(Rc<Cell<bool>>);
@@ -360,8 +361,7 @@ impl Protocol for Rec {
         let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Eof);
         let t = self.t();
-        let keep = self.on_eof.as_mut().is_some_and(|f| f(&t));
-        keep
+        self.on_eof.as_mut().is_some_and(|f| f(&t))
     }
     fn connection_lost(&mut self, reason: CloseReason) {
         let _busy = self.enter();
@@ -381,8 +381,7 @@ impl Protocol for Rec {
         let _busy = self.enter();
         self.log.borrow_mut().push(Ev::Drain);
         let t = self.t();
-        let keep = self.on_drain.as_mut().is_some_and(|f| f(&t));
-        keep
+        self.on_drain.as_mut().is_some_and(|f| f(&t))
     }
 }
 
