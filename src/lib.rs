@@ -37,9 +37,11 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod demo;
 mod error;
 pub mod event_loop;
+pub mod proto;
 pub mod protocol;
 mod reactor;
 pub mod task;
