@@ -44,6 +44,7 @@ pub mod event_loop;
 pub mod proto;
 pub mod protocol;
 mod reactor;
+pub mod rpc;
 pub mod task;
 mod time;
 pub mod transport;

@@ -46,7 +46,7 @@ mod error;
 mod frame;
 mod framed;
 mod message;
-mod sender;
+pub(crate) mod sender;
 
 pub use error::CodecError;
 pub use frame::{DEFAULT_MAX_FRAME_LENGTH, FrameCodec, FrameCodecBuilder, LengthPrefix};

@@ -67,6 +67,13 @@ impl Link {
         self.real.close();
     }
 
+    /// Abort the connection because a handler panicked outside the
+    /// transport's own guard; `connection_lost` reports the panic.
+    pub(crate) fn abort_with_panic(&self, message: Arc<str>) {
+        self.panic.borrow_mut().get_or_insert(message);
+        self.real.abort();
+    }
+
     pub(crate) fn pause(&self) {
         self.paused.set(true);
         self.real.pause_reading();
@@ -124,8 +131,7 @@ impl Link {
                     format!("a message handler panicked delivering buffered frames: {msg}"),
                 );
             }
-            self.panic.borrow_mut().get_or_insert(msg);
-            self.real.abort();
+            self.abort_with_panic(msg);
         }
     }
 }
@@ -247,6 +253,11 @@ impl<M> MessageSender<M> {
         }
     }
 
+    /// What the adapter shares with this sender.
+    pub(crate) fn link(&self) -> &Rc<Link> {
+        &self.link
+    }
+
     /// The connection's transport, with reading paused and resumed through
     /// the framing adapter.
     pub fn transport(&self) -> &Transport {
@@ -309,10 +320,4 @@ impl<M: prost::Message> MessageSender<M> {
         Ok(())
     }
 
-    /// Send an already-encoded frame (length prefix included), for callers
-    /// that encode ahead of time.
-    pub(crate) fn send_frame(&self, frame: bytes::Bytes) -> Result<(), CodecError> {
-        self.link.real.write_bytes(frame)?;
-        Ok(())
-    }
 }
