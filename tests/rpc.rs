@@ -1,124 +1,20 @@
-//! The request/reply client and the service helper on loopback sockets.
+//! The request/reply client, `RpcClient`, against services and
+//! misbehaving servers on loopback. The service's own tests are in
+//! `rpc_service.rs`.
+
+mod rpc_support;
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use protoloop::codec::{CodecError, FrameCodec, Framed, MessageCodec, MessageHandler, MessageSender};
+use protoloop::CloseReason;
+use protoloop::codec::{CodecError, FrameCodec, Framed, MessageHandler, MessageSender};
 use protoloop::proto::adder::{AddReply, AddRequest};
 use protoloop::proto::bank::{GetBalance, Response};
 use protoloop::rpc::correlator::CorrelationError;
 use protoloop::rpc::{Backoff, RpcClient, RpcError, RpcOptions, Service};
-use protoloop::{
-    CloseReason, ConnectOptions, EventLoop, Handle, Server, ServerOptions, SettableFuture,
-};
-
-type AdderClient = RpcClient<AddRequest, AddReply>;
-
-/// Run a test body on a fresh loop, failing (not hanging) after 20 s.
-fn run<F, Fut>(body: F)
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = ()> + 'static,
-{
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let fut = body(h.clone());
-    lp.run_until_complete(async move {
-        h.timeout(Duration::from_secs(20), fut)
-            .await
-            .expect("test timed out");
-    })
-    .unwrap();
-}
-
-/// Wait until `cond` holds (bounded: 10 s).
-async fn until(h: &Handle, mut cond: impl FnMut() -> bool) {
-    for _ in 0..5000 {
-        if cond() {
-            return;
-        }
-        h.sleep(Duration::from_millis(2)).await;
-    }
-    panic!("condition never became true");
-}
-
-fn add(a: i32, b: i32) -> AddRequest {
-    AddRequest { a, b }
-}
-
-fn adder() -> Service<AddRequest, AddReply> {
-    Service::new(|r: AddRequest| AddReply {
-        sum: i64::from(r.a) + i64::from(r.b),
-    })
-}
-
-fn serve<P: protoloop::Protocol>(h: &Handle, factory: impl Fn() -> P + 'static) -> Server {
-    h.create_server(factory, "127.0.0.1:0", ServerOptions::default())
-        .unwrap()
-}
-
-fn addr(s: &Server) -> std::net::SocketAddr {
-    s.local_addrs()[0]
-}
-
-/// Futures the test resolves by hand, one per request, indexed by `a`.
-#[derive(Clone, Default)]
-struct Gates(Rc<RefCell<Vec<SettableFuture<()>>>>);
-
-impl Gates {
-    fn new(h: &Handle, n: usize) -> Gates {
-        Gates(Rc::new(RefCell::new(
-            (0..n).map(|_| h.create_future()).collect(),
-        )))
-    }
-    fn wait(&self, i: usize) -> SettableFuture<()> {
-        self.0.borrow()[i].clone()
-    }
-    fn open(&self, i: usize) {
-        let _ = self.0.borrow()[i].set_result(());
-    }
-}
-
-/// An adder whose reply to request `a` waits for gate `a`; counts the
-/// requests it has seen and the most it had waiting at once.
-#[derive(Clone)]
-struct GatedAdder {
-    gates: Gates,
-    seen: Rc<Cell<usize>>,
-    waiting: Rc<Cell<usize>>,
-    most_waiting: Rc<Cell<usize>>,
-}
-
-impl GatedAdder {
-    fn new(h: &Handle, n: usize) -> GatedAdder {
-        GatedAdder {
-            gates: Gates::new(h, n),
-            seen: Rc::default(),
-            waiting: Rc::default(),
-            most_waiting: Rc::default(),
-        }
-    }
-
-    fn service(&self) -> Service<AddRequest, AddReply> {
-        let me = self.clone();
-        Service::new_async(move |r: AddRequest| {
-            let me = me.clone();
-            async move {
-                me.seen.set(me.seen.get() + 1);
-                me.waiting.set(me.waiting.get() + 1);
-                me.most_waiting
-                    .set(me.most_waiting.get().max(me.waiting.get()));
-                let _ = me.gates.wait(r.a as usize).await;
-                me.waiting.set(me.waiting.get() - 1);
-                AddReply {
-                    sum: i64::from(r.a) + i64::from(r.b),
-                }
-            }
-        })
-    }
-}
+use rpc_support::*;
 
 #[test]
 fn ten_thousand_pipelined_calls_answered_in_order() {
@@ -156,7 +52,11 @@ fn deadline_expiry_and_the_late_reply_is_thrown_away() {
             matches!(err, RpcError::Timeout { after } if after == Duration::from_millis(30)),
             "{err:?}"
         );
-        assert_eq!(client.in_flight(), 2, "the timed-out call's reply is still due");
+        assert_eq!(
+            client.in_flight(),
+            2,
+            "the timed-out call's reply is still due"
+        );
         // Now the server answers both, in order: the first reply must be
         // consumed, not handed to `next`.
         gated.gates.open(0);
@@ -234,7 +134,12 @@ impl MessageHandler for Garbage {
         self.0 = Some(s);
     }
     fn message_received(&mut self, _: AddRequest) {
-        let _ = self.0.as_ref().unwrap().transport().write(&[0, 2, 0x0a, 0xff]);
+        let _ = self
+            .0
+            .as_ref()
+            .unwrap()
+            .transport()
+            .write(&[0, 2, 0x0a, 0xff]);
     }
 }
 
@@ -320,7 +225,11 @@ fn cancelled_calls_leave_later_replies_matched_correctly() {
                 assert_eq!(call.await.unwrap().sum, i as i64 + 100, "call {i}");
             }
         }
-        assert_eq!(gated.seen.get(), 8, "the unsent cancelled calls never went out");
+        assert_eq!(
+            gated.seen.get(),
+            8,
+            "the unsent cancelled calls never went out"
+        );
         client.close();
         server.close();
     });
@@ -449,124 +358,6 @@ fn ids_let_the_service_answer_out_of_order() {
     });
 }
 
-/// A raw client: records every reply in arrival order.
-struct Replies(Rc<RefCell<Vec<i64>>>, Rc<Cell<bool>>);
-
-impl MessageHandler for Replies {
-    type In = AddReply;
-    type Out = AddRequest;
-    fn message_received(&mut self, r: AddReply) {
-        self.0.borrow_mut().push(r.sum);
-    }
-    fn connection_lost(&mut self, _: CloseReason) {
-        self.1.set(true);
-    }
-}
-
-fn frames(reqs: impl IntoIterator<Item = AddRequest>) -> Vec<u8> {
-    let codec = MessageCodec::<(), AddRequest>::new();
-    reqs.into_iter()
-        .flat_map(|r| codec.encode_frame(&r).unwrap().to_vec())
-        .collect()
-}
-
-#[test]
-fn service_keeps_request_order_when_handlers_finish_out_of_order() {
-    run(|h| async move {
-        let gated = GatedAdder::new(&h, 6);
-        let svc = gated.service();
-        let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
-        t.write(&frames((0..6).map(|i| add(i, 0)))).unwrap();
-        until(&h, || gated.seen.get() == 6).await;
-        for i in [5, 3, 4, 1] {
-            gated.gates.open(i);
-        }
-        h.sleep(Duration::from_millis(20)).await;
-        assert!(got.borrow().is_empty(), "reply 0 is not ready: nothing goes out");
-        gated.gates.open(0);
-        until(&h, || got.borrow().len() == 2).await;
-        assert_eq!(*got.borrow(), vec![0, 1]);
-        gated.gates.open(2);
-        until(&h, || got.borrow().len() == 6).await;
-        assert_eq!(*got.borrow(), vec![0, 1, 2, 3, 4, 5]);
-        t.close();
-        server.close();
-    });
-}
-
-#[test]
-fn service_stops_reading_while_too_many_requests_wait() {
-    run(|h| async move {
-        let gated = GatedAdder::new(&h, 10);
-        let svc = gated.service().max_pending(2);
-        let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
-        // All ten frames arrive in one read; only two may be delivered.
-        t.write(&frames((0..10).map(|i| add(i, 0)))).unwrap();
-        until(&h, || gated.seen.get() == 2).await;
-        h.sleep(Duration::from_millis(20)).await;
-        assert_eq!(gated.seen.get(), 2);
-        for i in 0..10 {
-            gated.gates.open(i);
-        }
-        until(&h, || got.borrow().len() == 10).await;
-        assert_eq!(*got.borrow(), (0..10).collect::<Vec<i64>>());
-        t.write_eof().unwrap();
-        until(&h, || lost.get()).await;
-        server.close();
-    });
-}
-
-#[test]
-fn half_close_gets_every_reply_due_before_the_close() {
-    run(|h| async move {
-        let gated = GatedAdder::new(&h, 3);
-        let svc = gated.service();
-        let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
-        t.write(&frames((0..3).map(|i| add(i, 5)))).unwrap();
-        t.write_eof().unwrap();
-        until(&h, || gated.seen.get() == 3).await;
-        for i in 0..3 {
-            gated.gates.open(i);
-        }
-        until(&h, || lost.get()).await;
-        assert_eq!(*got.borrow(), vec![5, 6, 7]);
-        server.close();
-    });
-}
-
 #[test]
 fn oversize_request_fails_and_nothing_is_sent() {
     run(|h| async move {
@@ -582,7 +373,10 @@ fn oversize_request_fails_and_nothing_is_sent() {
             customer_id: "x".repeat(100),
         };
         match client.call(big).await {
-            Err(RpcError::Codec(CodecError::FrameTooLarge { length: 102, max: 20 })) => {}
+            Err(RpcError::Codec(CodecError::FrameTooLarge {
+                length: 102,
+                max: 20,
+            })) => {}
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
         assert_eq!(client.in_flight() + client.queued(), 0);
@@ -610,7 +404,10 @@ fn close_fails_pending_calls_and_refuses_new_ones() {
         let pending = client.call(add(0, 0));
         client.close();
         assert!(client.is_closed());
-        assert!(matches!(client.call(add(1, 0)).await, Err(RpcError::Closed)));
+        assert!(matches!(
+            client.call(add(1, 0)).await,
+            Err(RpcError::Closed)
+        ));
         assert!(matches!(
             pending.await,
             Err(RpcError::ConnectionLost(CloseReason::LocalClose))
@@ -640,7 +437,8 @@ fn reconnects_with_backoff_and_sends_what_waited() {
     run(|h| async move {
         let adder = adder();
         let server = serve(&h, move || adder.protocol());
-        let opts = RpcOptions::new().reconnect(Backoff::default().initial(Duration::from_millis(10)));
+        let opts =
+            RpcOptions::new().reconnect(Backoff::default().initial(Duration::from_millis(10)));
         let client = AdderClient::connect(&h, addr(&server), opts).await.unwrap();
         assert_eq!(client.call(add(1, 1)).await.unwrap().sum, 2);
         until(&h, || server.connection_count() == 1).await;
@@ -698,7 +496,10 @@ fn first_connect_failure_is_an_error() {
 }
 
 /// Pauses reading at once; resumes when the test says.
-struct Stalled(Rc<RefCell<Option<MessageSender<AddReply>>>>, Rc<Cell<usize>>);
+struct Stalled(
+    Rc<RefCell<Option<MessageSender<AddReply>>>>,
+    Rc<Cell<usize>>,
+);
 
 impl MessageHandler for Stalled {
     type In = GetBalance;
@@ -719,9 +520,10 @@ fn calls_wait_while_the_transport_is_paused_for_writing() {
         let seen = Rc::new(Cell::new(0));
         let (s, n) = (slot.clone(), seen.clone());
         let server = serve(&h, move || Framed::new(Stalled(s.clone(), n.clone())));
-        let client = RpcClient::<GetBalance, Response>::connect(&h, addr(&server), RpcOptions::new())
-            .await
-            .unwrap();
+        let client =
+            RpcClient::<GetBalance, Response>::connect(&h, addr(&server), RpcOptions::new())
+                .await
+                .unwrap();
         let t = client.transport().unwrap();
         t.set_write_buffer_limits(64 * 1024, 16 * 1024);
         let big = "x".repeat(60_000);
@@ -751,24 +553,35 @@ fn calls_wait_while_the_transport_is_paused_for_writing() {
 }
 
 #[test]
-fn panicking_async_handler_aborts_its_connection() {
+fn every_framing_and_correlation_works_end_to_end() {
+    use protoloop::codec::LengthPrefix;
     run(|h| async move {
-        h.set_exception_handler(|_| {});
-        let svc = Service::new_async(|r: AddRequest| async move {
-            if r.a < 0 {
-                panic!("negative");
+        for prefix in [
+            LengthPrefix::U16Be,
+            LengthPrefix::U32Be,
+            LengthPrefix::Varint,
+        ] {
+            for ids in [false, true] {
+                let framing = FrameCodec::builder().length_prefix(prefix).build();
+                let mut svc = adder().framing(framing.clone());
+                let mut opts = RpcOptions::new().framing(framing);
+                if ids {
+                    svc = svc.with_ids();
+                    opts = opts.with_ids();
+                }
+                let server = serve(&h, move || svc.protocol());
+                let client = AdderClient::connect(&h, addr(&server), opts).await.unwrap();
+                let calls: Vec<_> = (0..100).map(|i| client.call(add(i, 4))).collect();
+                for (i, call) in calls.into_iter().enumerate() {
+                    assert_eq!(
+                        call.await.unwrap().sum,
+                        i as i64 + 4,
+                        "{prefix:?} ids={ids}"
+                    );
+                }
+                client.close();
+                server.close();
             }
-            AddReply { sum: 0 }
-        });
-        let server = serve(&h, move || svc.protocol());
-        let client = AdderClient::connect(&h, addr(&server), RpcOptions::new())
-            .await
-            .unwrap();
-        assert!(client.call(add(1, 0)).await.is_ok());
-        assert!(matches!(
-            client.call(add(-1, 0)).await,
-            Err(RpcError::ConnectionLost(CloseReason::PeerReset(_)))
-        ));
-        server.close();
+        }
     });
 }

@@ -362,10 +362,7 @@ impl FrameCodecBuilder {
     /// The codec.
     pub fn build(self) -> FrameCodec {
         let limit = usize::try_from(self.prefix.max_length()).unwrap_or(usize::MAX);
-        let max = self
-            .max
-            .unwrap_or(DEFAULT_MAX_FRAME_LENGTH)
-            .min(limit);
+        let max = self.max.unwrap_or(DEFAULT_MAX_FRAME_LENGTH).min(limit);
         let (decoder, encoder) = match self.prefix {
             LengthPrefix::Varint => (None, None),
             LengthPrefix::U16Be | LengthPrefix::U32Be => {
@@ -436,7 +433,8 @@ mod tests {
             codec.decode(&mut buf),
             Err(CodecError::BadVarint { bytes: 10 })
         ));
-        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..]);
+        let mut buf =
+            BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..]);
         assert!(matches!(
             codec.decode(&mut buf),
             Err(CodecError::BadVarint { bytes: 10 })
@@ -452,7 +450,10 @@ mod tests {
                 codec.put_header(len, &mut ours);
                 ours.extend_from_slice(&vec![1u8; len]);
                 let mut theirs = BytesMut::new();
-                codec.clone().encode(&vec![1u8; len][..], &mut theirs).unwrap();
+                codec
+                    .clone()
+                    .encode(&vec![1u8; len][..], &mut theirs)
+                    .unwrap();
                 assert_eq!(ours, theirs, "{prefix:?} {len}");
             }
         }

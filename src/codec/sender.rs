@@ -319,5 +319,4 @@ impl<M: prost::Message> MessageSender<M> {
         self.link.real.write_bytes(frame)?;
         Ok(())
     }
-
 }

@@ -322,7 +322,10 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
                 });
             }
         };
-        let entry = self.entries.remove(&id).expect("in-flight calls have entries");
+        let entry = self
+            .entries
+            .remove(&id)
+            .expect("in-flight calls have entries");
         self.in_flight -= 1;
         Ok(match entry.stage {
             Stage::InFlight => Delivery::Call(id),
@@ -408,7 +411,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
             .map(|(id, _)| *id)
             .collect();
         failed.sort();
-        self.entries.retain(|_, e| keep_unsent && e.stage == Stage::Queued);
+        self.entries
+            .retain(|_, e| keep_unsent && e.stage == Stage::Queued);
         if !keep_unsent {
             self.queue.clear();
             self.queued = 0;

@@ -35,7 +35,9 @@ fn cancelled_in_flight_call_still_consumes_its_reply() {
     assert_eq!(c.cancel(ids[1]), Cancelled::Abandoned);
     assert_eq!(c.cancel(ids[3]), Cancelled::Abandoned);
     assert_eq!(c.cancel(ids[3]), Cancelled::Unknown);
-    let got: Vec<_> = (0..5).map(|_| c.on_reply(ReplyTag::Next).unwrap()).collect();
+    let got: Vec<_> = (0..5)
+        .map(|_| c.on_reply(ReplyTag::Next).unwrap())
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -101,7 +103,10 @@ fn by_key_matches_per_key_in_order() {
     let jane2 = c.submit(Some("jane".into()), None);
     send_all(&mut c);
     c.cancel(jane1);
-    assert_eq!(c.on_reply(ReplyTag::Key("bob".into())), Ok(Delivery::Call(bob)));
+    assert_eq!(
+        c.on_reply(ReplyTag::Key("bob".into())),
+        Ok(Delivery::Call(bob))
+    );
     assert_eq!(
         c.on_reply(ReplyTag::Key("jane".into())),
         Ok(Delivery::Abandoned(jane1))
@@ -119,7 +124,10 @@ fn by_key_matches_per_key_in_order() {
             in_flight: 1
         })
     );
-    assert_eq!(c.on_reply(ReplyTag::Key("ann".into())), Ok(Delivery::Call(extra)));
+    assert_eq!(
+        c.on_reply(ReplyTag::Key("ann".into())),
+        Ok(Delivery::Call(extra))
+    );
 }
 
 #[test]

@@ -46,7 +46,7 @@ impl fmt::Display for RpcError {
                 write!(f, "no reply: expected one within {after:?}, got none")
             }
             RpcError::ConnectionLost(r) => write!(f, "connection lost before the reply: {r}"),
-            RpcError::Connect(e) => write!(f, "could not connect: {e}"),
+            RpcError::Connect(e) => write!(f, "no connection: {e}"),
             RpcError::Closed => f.write_str("the client is closed"),
         }
     }

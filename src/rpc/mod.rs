@@ -57,14 +57,17 @@
 //! assert_eq!(balance, 100.0);
 //! ```
 
+mod call;
 mod client;
 pub mod correlator;
 mod error;
 mod options;
 mod protocol;
 mod server;
+mod shared;
 
-pub use client::{Call, RpcClient};
+pub use call::Call;
+pub use client::RpcClient;
 pub use correlator::{CallId, Correlation};
 pub use error::RpcError;
 pub use options::{Backoff, DEFAULT_MAX_IN_FLIGHT, RpcOptions};

@@ -252,7 +252,11 @@ impl Backoff {
     /// assert_eq!(b.delays().nth(1), Some(Duration::from_millis(300)));
     /// ```
     pub fn factor(mut self, factor: f64) -> Self {
-        self.factor = if factor.is_nan() { 1.0 } else { factor.max(1.0) };
+        self.factor = if factor.is_nan() {
+            1.0
+        } else {
+            factor.max(1.0)
+        };
         self
     }
 

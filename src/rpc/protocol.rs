@@ -4,8 +4,8 @@
 use std::fmt;
 use std::rc::{Rc, Weak};
 
-use super::client::Shared;
 use super::correlator::ReplyTag;
+use super::shared::Shared;
 use crate::codec::sender::Link;
 use crate::codec::{FrameCodec, Framed, MessageCodec, MessageHandler, MessageSender};
 use crate::proto::rpc::Envelope;
@@ -61,10 +61,12 @@ impl<A: Protocol, B: Protocol> Protocol for Either<A, B> {
 /// a connector given to
 /// [`RpcClient::connect_with`](super::RpcClient::connect_with) runs it on
 /// the connection it makes.
-pub struct RpcProtocol<Req, Resp>(Either<Framed<Plain<Req, Resp>>, Framed<Enveloped<Req, Resp>>>)
+pub struct RpcProtocol<Req, Resp>(ClientSide<Req, Resp>)
 where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static;
+
+type ClientSide<Req, Resp> = Either<Framed<Plain<Req, Resp>>, Framed<Enveloped<Req, Resp>>>;
 
 impl<Req, Resp> fmt::Debug for RpcProtocol<Req, Resp>
 where
@@ -121,7 +123,7 @@ where
 
 /// What both client handlers share: the client (weakly: a connection does
 /// not keep a dropped client alive) and which connection this is.
-pub(crate) struct Tie<Req, Resp> 
+pub(crate) struct Tie<Req, Resp>
 where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,

@@ -12,9 +12,7 @@ use bytes::Bytes;
 
 use super::protocol::Either;
 use crate::codec::sender::Link;
-use crate::codec::{
-    CodecError, FrameCodec, Framed, MessageCodec, MessageHandler, MessageSender,
-};
+use crate::codec::{CodecError, FrameCodec, Framed, MessageCodec, MessageHandler, MessageSender};
 use crate::event_loop::{ExceptionKind, Handle, panic_message};
 use crate::proto::rpc::Envelope;
 use crate::protocol::{CloseReason, Protocol};
@@ -188,7 +186,8 @@ where
     pub fn protocol(&self) -> ServiceProtocol<Req, Resp> {
         let conn = Rc::new(RefCell::new(Conn {
             link: None,
-            framing: self.framing.clone(),
+            replies: MessageCodec::with_framing(self.framing.clone()),
+            envelopes: MessageCodec::with_framing(self.framing.clone()),
             ids: self.ids,
             order: VecDeque::new(),
             head: 0,
@@ -199,7 +198,6 @@ where
             eof: false,
             lost: false,
             max_pending: self.max_pending,
-            _resp: std::marker::PhantomData,
         }));
         let serve = Serve {
             handler: self.handler.clone(),
@@ -215,12 +213,13 @@ where
 }
 
 /// The protocol a [`Service`] runs on one connection.
-pub struct ServiceProtocol<Req, Resp>(
-    Either<Framed<ServePlain<Req, Resp>>, Framed<ServeEnveloped<Req, Resp>>>,
-)
+pub struct ServiceProtocol<Req, Resp>(ServerSide<Req, Resp>)
 where
     Req: prost::Message + Default + 'static,
     Resp: prost::Message + 'static;
+
+type ServerSide<Req, Resp> =
+    Either<Framed<ServePlain<Req, Resp>>, Framed<ServeEnveloped<Req, Resp>>>;
 
 impl<Req, Resp> fmt::Debug for ServiceProtocol<Req, Resp>
 where
@@ -263,7 +262,8 @@ where
 /// One connection's replies in progress.
 struct Conn<Resp> {
     link: Option<Rc<Link>>,
-    framing: FrameCodec,
+    replies: MessageCodec<(), Resp>,
+    envelopes: MessageCodec<(), Envelope>,
     ids: bool,
     /// FIFO: the framed replies from request number `head` on, `None`
     /// until ready.
@@ -278,7 +278,6 @@ struct Conn<Resp> {
     eof: bool,
     lost: bool,
     max_pending: usize,
-    _resp: std::marker::PhantomData<fn(Resp)>,
 }
 
 type SharedConn<Resp> = Rc<RefCell<Conn<Resp>>>;
@@ -286,12 +285,11 @@ type SharedConn<Resp> = Rc<RefCell<Conn<Resp>>>;
 impl<Resp: prost::Message + 'static> Conn<Resp> {
     fn encode(&self, id: Option<u64>, reply: &Resp) -> Result<Bytes, CodecError> {
         match id {
-            Some(id) => MessageCodec::<(), Envelope>::with_framing(self.framing.clone())
-                .encode_frame(&Envelope {
-                    id,
-                    body: reply.encode_to_vec().into(),
-                }),
-            None => MessageCodec::<(), Resp>::with_framing(self.framing.clone()).encode_frame(reply),
+            Some(id) => self.envelopes.encode_frame(&Envelope {
+                id,
+                body: reply.encode_to_vec().into(),
+            }),
+            None => self.replies.encode_frame(reply),
         }
     }
 
