@@ -15,8 +15,8 @@ pub(crate) trait CallTarget<Resp> {
     fn cancel_call(&self, id: CallId);
 }
 
-/// The future of one [`RpcClient::call`]: the reply, or why there is none.
-/// Dropping it cancels the call (see [`RpcClient`]).
+/// The future of one [`RpcClient::call`](super::RpcClient::call): the reply, or why there is none.
+/// Dropping it cancels the call (see [`RpcClient`](super::RpcClient)).
 #[must_use = "a call is cancelled when its future is dropped"]
 pub struct Call<Resp> {
     target: Option<Rc<dyn CallTarget<Resp>>>,
@@ -50,7 +50,7 @@ impl<Resp> Call<Resp> {
         }
     }
 
-    /// The call's id (also its wire id with [`RpcOptions::with_ids`]);
+    /// The call's id (also its wire id with [`RpcOptions::with_ids`](super::RpcOptions::with_ids));
     /// `None` if it failed before it was queued.
     pub fn id(&self) -> Option<CallId> {
         self.id

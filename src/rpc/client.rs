@@ -36,7 +36,7 @@ use crate::transport::tcp::{Address, ConnectOptions};
 /// - A call with a deadline fails with [`RpcError::Timeout`] when it
 ///   passes.
 /// - When the connection is lost, every call sent and unanswered fails
-///   with [`RpcError::ConnectionLost`] carrying the real [`CloseReason`];
+///   with [`RpcError::ConnectionLost`] carrying the real [`CloseReason`](crate::CloseReason);
 ///   calls not yet sent fail too, unless the client reconnects, in which
 ///   case they go out on the new connection.
 ///
