@@ -41,7 +41,7 @@ where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,
 {
-    pub(crate) handle: Handle,
+    handle: Handle,
     me: Weak<Shared<Req, Resp>>,
     pub(crate) opts: RpcOptions<Req, Resp>,
     pub(crate) connector: Connector<Req, Resp>,
