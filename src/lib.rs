@@ -41,14 +41,25 @@
 //!
 //! `reactor` (mio, private) → `time` → [`event_loop`] → [`task`] →
 //! [`protocol`] → [`transport`]. See `DESIGN.md` in the project for the map.
+//!
+//! On top: [`codec`] frames protobuf messages on a connection (the ATM
+//! demo's 2-byte length prefix by default) and hands them to a
+//! [`MessageHandler`](codec::MessageHandler); [`rpc`] gives a
+//! request/reply client whose `call` returns a future
+//! ([`RpcClient`](rpc::RpcClient)) and a server-side handler helper
+//! ([`Service`](rpc::Service)); [`proto`] holds the demos' generated
+//! messages.
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod demo;
 mod error;
 pub mod event_loop;
+pub mod proto;
 pub mod protocol;
 mod reactor;
+pub mod rpc;
 pub mod task;
 mod time;
 pub mod transport;

@@ -1,0 +1,483 @@
+//! The client's state and what changes it: calls, replies, timers,
+//! connection loss and reconnection. [`RpcClient`](super::RpcClient) and
+//! [`Call`] are its public faces.
+//!
+//! The state lives in one `RefCell` that only this module borrows, and only
+//! for the length of one method: users hold an `RpcClient` (a cheap
+//! `Clone`) and `Call` futures, never a borrow, so no borrow can be held
+//! across an `.await`. No user code runs while the state is borrowed (key
+//! extractors run before; wakers are woken after).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::RpcError;
+use super::call::{Call, CallTarget};
+use super::correlator::{CallId, Correlation, Correlator, Delivery, ReplyTag};
+use super::options::{Backoff, RpcOptions};
+use super::protocol::{Enveloped, Plain, RpcProtocol};
+use crate::codec::{CodecError, MessageCodec, sender::Link};
+use crate::event_loop::Handle;
+use crate::proto::rpc::Envelope;
+use crate::protocol::CloseReason;
+use crate::task::JoinHandle;
+use crate::time::TimerHandle;
+use crate::transport::Transport;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+pub(crate) type Connector<Req, Resp> =
+    Rc<dyn Fn(RpcProtocol<Req, Resp>) -> BoxFuture<crate::Result<Transport>>>;
+
+pub(crate) struct Shared<Req, Resp>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    handle: Handle,
+    me: Weak<Shared<Req, Resp>>,
+    pub(crate) opts: RpcOptions<Req, Resp>,
+    pub(crate) connector: Connector<Req, Resp>,
+    /// The codecs of requests: bare, or in envelopes.
+    requests: MessageCodec<(), Req>,
+    envelopes: MessageCodec<(), Envelope>,
+    state: RefCell<State<Resp>>,
+}
+
+struct State<Resp> {
+    corr: Correlator<String>,
+    slots: HashMap<CallId, Slot<Resp>>,
+    conn: Conn,
+    /// Which connection the protocol callbacks are for; callbacks of an
+    /// older one are ignored.
+    generation: u64,
+    timer: Option<(Instant, TimerHandle)>,
+    closed: bool,
+    reconnect: Option<JoinHandle<()>>,
+}
+
+enum Conn {
+    /// Connecting or reconnecting: calls queue.
+    Connecting,
+    Up(Rc<Link>),
+    /// For good: calls fail with this at once.
+    Failed(RpcError),
+}
+
+struct Slot<Resp> {
+    /// The framed request, until it is sent.
+    frame: Option<Bytes>,
+    timeout: Option<Duration>,
+    result: Option<Result<Resp, RpcError>>,
+    waker: Option<Waker>,
+}
+
+/// A request before it has an id: a whole frame, or (with ids) the body
+/// its envelope will carry.
+enum Encoded {
+    Frame(Bytes),
+    Body(Bytes),
+}
+
+fn complete<Resp>(
+    st: &mut State<Resp>,
+    id: CallId,
+    result: Result<Resp, RpcError>,
+    wakers: &mut Vec<Waker>,
+) {
+    if let Some(slot) = st.slots.get_mut(&id) {
+        slot.frame = None;
+        slot.result = Some(result);
+        wakers.extend(slot.waker.take());
+    }
+}
+
+fn wake(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
+}
+
+impl<Req, Resp> Shared<Req, Resp>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    /// `(in flight, queued)`.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let st = self.state.borrow();
+        (st.corr.in_flight(), st.corr.queued())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    /// The transport of the connection that is up, if any.
+    pub(crate) fn transport(&self) -> Option<Transport> {
+        match &self.state.borrow().conn {
+            Conn::Up(link) => Some(link.real.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            if let Some(task) = st.reconnect.take() {
+                task.abort();
+            }
+            match &st.conn {
+                // `connection_lost` fails what is pending, with the reason.
+                Conn::Up(link) => link.real.close(),
+                Conn::Connecting => {
+                    for id in st.corr.connection_lost(false) {
+                        complete(&mut st, id, Err(RpcError::Closed), &mut wakers);
+                    }
+                    st.conn = Conn::Failed(RpcError::Closed);
+                }
+                Conn::Failed(_) => {}
+            }
+        }
+        wake(wakers);
+    }
+
+    /// Stop for good: fail everything pending, and every later call, with
+    /// `err`.
+    pub(crate) fn give_up(&self, err: RpcError) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.reconnect = None;
+            for id in st.corr.connection_lost(false) {
+                complete(&mut st, id, Err(err.clone()), &mut wakers);
+            }
+            st.conn = Conn::Failed(err);
+        }
+        wake(wakers);
+    }
+
+    /// Put queued requests on the wire while the cap, the transport's
+    /// write buffer and the connection allow.
+    fn pump(&self, st: &mut State<Resp>) {
+        let Conn::Up(link) = &st.conn else { return };
+        let link = link.clone();
+        loop {
+            if link.real.is_closing() {
+                break;
+            }
+            // Past the high-water mark `pause_writing` is on its way; stop
+            // now rather than queue more behind it.
+            let (high, _) = link.real.get_write_buffer_limits();
+            if link.real.get_write_buffer_size() > high {
+                break;
+            }
+            let Some(id) = st.corr.next_to_send() else {
+                break;
+            };
+            let frame = st
+                .slots
+                .get_mut(&id)
+                .and_then(|s| s.frame.take())
+                .expect("a queued call keeps its frame");
+            if link.real.write_bytes(frame).is_err() {
+                break; // closing: `connection_lost` fails the call
+            }
+        }
+    }
+
+    /// Keep one timer, at or before the earliest deadline.
+    fn rearm(&self, st: &mut State<Resp>) {
+        let next = st.corr.next_deadline();
+        match (next, &st.timer) {
+            (Some(n), Some((armed, _))) if *armed <= n => {}
+            (None, None) => {}
+            (next, _) => {
+                if let Some((_, t)) = st.timer.take() {
+                    t.cancel();
+                }
+                if let Some(n) = next {
+                    let me = self.me.clone();
+                    let t = self.handle.call_at(n, move || {
+                        if let Some(s) = me.upgrade() {
+                            s.on_timer();
+                        }
+                    });
+                    st.timer = Some((n, t));
+                }
+            }
+        }
+    }
+
+    fn on_timer(&self) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.timer = None;
+            for id in st.corr.expire(self.handle.time()) {
+                let after = st
+                    .slots
+                    .get(&id)
+                    .and_then(|s| s.timeout)
+                    .unwrap_or_default();
+                complete(&mut st, id, Err(RpcError::Timeout { after }), &mut wakers);
+            }
+            self.rearm(&mut st);
+        }
+        wake(wakers);
+    }
+
+    pub(crate) fn on_connected(&self, generation: u64, link: Rc<Link>) {
+        let mut st = self.state.borrow_mut();
+        if generation != st.generation || st.closed {
+            link.real.close();
+            return;
+        }
+        st.conn = Conn::Up(link);
+        st.reconnect = None;
+        self.pump(&mut st);
+    }
+
+    pub(crate) fn on_reply(&self, generation: u64, tag: ReplyTag<String>, reply: Resp) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            if generation != st.generation {
+                return;
+            }
+            match st.corr.on_reply(tag) {
+                Ok(Delivery::Call(id)) => complete(&mut st, id, Ok(reply), &mut wakers),
+                Ok(Delivery::Abandoned(_)) => {}
+                Err(e) => {
+                    if let Conn::Up(link) = &st.conn {
+                        link.fail(Arc::new(e));
+                    }
+                }
+            }
+            self.pump(&mut st);
+        }
+        wake(wakers);
+    }
+
+    pub(crate) fn on_write_paused(&self, generation: u64, paused: bool) {
+        let mut st = self.state.borrow_mut();
+        if generation == st.generation {
+            st.corr.set_write_paused(paused);
+            if !paused {
+                self.pump(&mut st);
+            }
+        }
+    }
+}
+
+impl<Req, Resp> Shared<Req, Resp>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    pub(crate) fn new(
+        handle: &Handle,
+        opts: RpcOptions<Req, Resp>,
+        connector: Connector<Req, Resp>,
+    ) -> Rc<Self> {
+        let corr = Correlator::new(opts.correlation).with_max_in_flight(opts.max_in_flight);
+        Rc::new_cyclic(|me| Shared {
+            handle: handle.clone(),
+            me: me.clone(),
+            requests: MessageCodec::with_framing(opts.framing.clone()),
+            envelopes: MessageCodec::with_framing(opts.framing.clone()),
+            opts,
+            connector,
+            state: RefCell::new(State {
+                corr,
+                slots: HashMap::new(),
+                conn: Conn::Connecting,
+                generation: 0,
+                timer: None,
+                closed: false,
+                reconnect: None,
+            }),
+        })
+    }
+
+    pub(crate) fn protocol(self: &Rc<Self>, generation: u64) -> RpcProtocol<Req, Resp> {
+        let client = Rc::downgrade(self);
+        let framing = self.opts.framing.clone();
+        match self.opts.correlation {
+            Correlation::ById => {
+                RpcProtocol::enveloped(Enveloped::new(client, generation), framing)
+            }
+            _ => RpcProtocol::plain(Plain::new(client, generation), framing),
+        }
+    }
+
+    fn encode(&self, request: &Req) -> Result<Encoded, CodecError> {
+        match self.opts.correlation {
+            Correlation::ById => Ok(Encoded::Body(request.encode_to_vec().into())),
+            _ => self.requests.encode_frame(request).map(Encoded::Frame),
+        }
+    }
+
+    fn frame(&self, id: CallId, encoded: Encoded) -> Result<Bytes, CodecError> {
+        match encoded {
+            Encoded::Frame(f) => Ok(f),
+            Encoded::Body(body) => self.envelopes.encode_frame(&Envelope { id: id.0, body }),
+        }
+    }
+
+    pub(crate) fn call(self: &Rc<Self>, request: Req, timeout: Option<Duration>) -> Call<Resp> {
+        // User code (the key extractor) runs before the state is borrowed.
+        let key = self.opts.keys.as_ref().map(|(k, _)| k(&request));
+        let encoded = match self.encode(&request) {
+            Ok(e) => e,
+            Err(e) => return Call::failed(RpcError::Codec(e)),
+        };
+        drop(request);
+        let deadline = timeout.map(|t| self.handle.time() + t);
+        let mut st = self.state.borrow_mut();
+        if st.closed {
+            return Call::failed(RpcError::Closed);
+        }
+        if let Conn::Failed(e) = &st.conn {
+            return Call::failed(e.clone());
+        }
+        let id = st.corr.submit(key, deadline);
+        let frame = match self.frame(id, encoded) {
+            Ok(f) => f,
+            Err(e) => {
+                st.corr.cancel(id);
+                return Call::failed(RpcError::Codec(e));
+            }
+        };
+        st.slots.insert(
+            id,
+            Slot {
+                frame: Some(frame),
+                timeout,
+                result: None,
+                waker: None,
+            },
+        );
+        self.pump(&mut st);
+        if deadline.is_some() {
+            self.rearm(&mut st);
+        }
+        drop(st);
+        Call::pending(self.clone(), id)
+    }
+
+    pub(crate) fn on_lost(&self, generation: u64, reason: CloseReason) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            if generation != st.generation {
+                return;
+            }
+            let reconnect = self.opts.reconnect.filter(|_| !st.closed);
+            for id in st.corr.connection_lost(reconnect.is_some()) {
+                let err = RpcError::ConnectionLost(reason.clone());
+                complete(&mut st, id, Err(err), &mut wakers);
+            }
+            match reconnect {
+                Some(backoff) => {
+                    st.conn = Conn::Connecting;
+                    let task = Self::reconnect(self.me.clone(), backoff, reason);
+                    st.reconnect = Some(self.handle.spawn(task));
+                }
+                None if st.closed => st.conn = Conn::Failed(RpcError::Closed),
+                None => st.conn = Conn::Failed(RpcError::ConnectionLost(reason)),
+            }
+        }
+        wake(wakers);
+    }
+
+    async fn reconnect(me: Weak<Self>, backoff: Backoff, lost: CloseReason) {
+        let mut last = RpcError::ConnectionLost(lost);
+        for delay in backoff.delays() {
+            let Some(handle) = me.upgrade().map(|s| s.handle.clone()) else {
+                return;
+            };
+            handle.sleep(delay).await;
+            let attempt = {
+                let Some(shared) = me.upgrade() else { return };
+                let generation = {
+                    let mut st = shared.state.borrow_mut();
+                    if st.closed {
+                        return;
+                    }
+                    st.generation += 1;
+                    st.generation
+                };
+                (shared.connector)(shared.protocol(generation))
+            };
+            match attempt.await {
+                Ok(_) => return,
+                Err(e) => last = RpcError::Connect(e),
+            }
+        }
+        if let Some(shared) = me.upgrade() {
+            shared.give_up(last);
+        }
+    }
+}
+
+impl<Req, Resp> Drop for Shared<Req, Resp>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        if let Conn::Up(link) = &st.conn {
+            link.real.close();
+        }
+        if let Some((_, t)) = st.timer.take() {
+            t.cancel();
+        }
+        if let Some(task) = st.reconnect.take() {
+            task.abort();
+        }
+    }
+}
+
+impl<Req, Resp> CallTarget<Resp> for Shared<Req, Resp>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    fn poll_call(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Result<Resp, RpcError>> {
+        let mut st = self.state.borrow_mut();
+        let Some(slot) = st.slots.get_mut(&id) else {
+            return Poll::Ready(Err(RpcError::Closed));
+        };
+        match slot.result.take() {
+            Some(r) => {
+                st.slots.remove(&id);
+                Poll::Ready(r)
+            }
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn cancel_call(&self, id: CallId) {
+        let mut st = self.state.borrow_mut();
+        if st.slots.remove(&id).is_some() {
+            st.corr.cancel(id);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The service helper, `Service`: reply order, backpressure, half-close
+//! and panicking handlers, seen from a raw framed client on loopback.
+
+mod rpc_support;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use protoloop::codec::{Framed, MessageCodec, MessageHandler};
+use protoloop::proto::adder::{AddReply, AddRequest};
+use protoloop::rpc::{RpcError, RpcOptions, Service};
+use protoloop::{CloseReason, ConnectOptions};
+use rpc_support::*;
+
+/// A raw client: records every reply in arrival order.
+struct Replies(Rc<RefCell<Vec<i64>>>, Rc<Cell<bool>>);
+
+impl MessageHandler for Replies {
+    type In = AddReply;
+    type Out = AddRequest;
+    fn message_received(&mut self, r: AddReply) {
+        self.0.borrow_mut().push(r.sum);
+    }
+    fn connection_lost(&mut self, _: CloseReason) {
+        self.1.set(true);
+    }
+}
+
+fn frames(reqs: impl IntoIterator<Item = AddRequest>) -> Vec<u8> {
+    let codec = MessageCodec::<(), AddRequest>::new();
+    reqs.into_iter()
+        .flat_map(|r| codec.encode_frame(&r).unwrap().to_vec())
+        .collect()
+}
+
+#[test]
+fn service_keeps_request_order_when_handlers_finish_out_of_order() {
+    run(|h| async move {
+        let gated = GatedAdder::new(&h, 6);
+        let svc = gated.service();
+        let server = serve(&h, move || svc.protocol());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let lost = Rc::new(Cell::new(false));
+        let (g, l) = (got.clone(), lost.clone());
+        let (t, _) = h
+            .create_connection(
+                move || Framed::new(Replies(g, l)),
+                addr(&server),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        t.write(&frames((0..6).map(|i| add(i, 0)))).unwrap();
+        until(&h, || gated.seen.get() == 6).await;
+        for i in [5, 3, 4, 1] {
+            gated.gates.open(i);
+        }
+        h.sleep(Duration::from_millis(20)).await;
+        assert!(
+            got.borrow().is_empty(),
+            "reply 0 is not ready: nothing goes out"
+        );
+        gated.gates.open(0);
+        until(&h, || got.borrow().len() == 2).await;
+        assert_eq!(*got.borrow(), vec![0, 1]);
+        gated.gates.open(2);
+        until(&h, || got.borrow().len() == 6).await;
+        assert_eq!(*got.borrow(), vec![0, 1, 2, 3, 4, 5]);
+        t.close();
+        server.close();
+    });
+}
+
+#[test]
+fn service_stops_reading_while_too_many_requests_wait() {
+    run(|h| async move {
+        let gated = GatedAdder::new(&h, 10);
+        let svc = gated.service().max_pending(2);
+        let server = serve(&h, move || svc.protocol());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let lost = Rc::new(Cell::new(false));
+        let (g, l) = (got.clone(), lost.clone());
+        let (t, _) = h
+            .create_connection(
+                move || Framed::new(Replies(g, l)),
+                addr(&server),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        // All ten frames arrive in one read; only two may be delivered.
+        t.write(&frames((0..10).map(|i| add(i, 0)))).unwrap();
+        until(&h, || gated.seen.get() == 2).await;
+        h.sleep(Duration::from_millis(20)).await;
+        assert_eq!(gated.seen.get(), 2);
+        for i in 0..10 {
+            gated.gates.open(i);
+        }
+        until(&h, || got.borrow().len() == 10).await;
+        assert_eq!(*got.borrow(), (0..10).collect::<Vec<i64>>());
+        t.write_eof().unwrap();
+        until(&h, || lost.get()).await;
+        server.close();
+    });
+}
+
+#[test]
+fn half_close_gets_every_reply_due_before_the_close() {
+    run(|h| async move {
+        let gated = GatedAdder::new(&h, 3);
+        let svc = gated.service();
+        let server = serve(&h, move || svc.protocol());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let lost = Rc::new(Cell::new(false));
+        let (g, l) = (got.clone(), lost.clone());
+        let (t, _) = h
+            .create_connection(
+                move || Framed::new(Replies(g, l)),
+                addr(&server),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        t.write(&frames((0..3).map(|i| add(i, 5)))).unwrap();
+        t.write_eof().unwrap();
+        until(&h, || gated.seen.get() == 3).await;
+        for i in 0..3 {
+            gated.gates.open(i);
+        }
+        until(&h, || lost.get()).await;
+        assert_eq!(*got.borrow(), vec![5, 6, 7]);
+        server.close();
+    });
+}
+
+#[test]
+fn panicking_async_handler_aborts_its_connection() {
+    run(|h| async move {
+        h.set_exception_handler(|_| {});
+        let svc = Service::new_async(|r: AddRequest| async move {
+            if r.a < 0 {
+                panic!("negative");
+            }
+            AddReply { sum: 0 }
+        });
+        let server = serve(&h, move || svc.protocol());
+        let client = AdderClient::connect(&h, addr(&server), RpcOptions::new())
+            .await
+            .unwrap();
+        assert!(client.call(add(1, 0)).await.is_ok());
+        assert!(matches!(
+            client.call(add(-1, 0)).await,
+            Err(RpcError::ConnectionLost(CloseReason::PeerReset(_)))
+        ));
+        server.close();
+    });
+}
