@@ -1,53 +1,27 @@
 //! The protocol callback contract over real loopback TCP: call order,
 //! nothing after `connection_lost`, no re-entrant calls from transport
-//! methods, `pause_reading` from `connection_made`, paired flow-control
-//! calls at the default water marks, refused writes after close, handles
-//! that outlive their connection, and panics contained per connection.
+//! methods, `pause_reading` from `connection_made`, refused writes after
+//! close, handles that outlive their connection, and panics contained
+//! per connection.
 
 mod common;
 
 use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::rc::Rc;
 use std::time::Duration;
 
+use common::net::{adopt, kinds};
 use common::{
-    EXPECTED, Ev, Probe, Rec, capture_exceptions, quiet_expected_panics, read_available,
-    read_to_eof, run, socket_pair, turns, wait_until,
+    EXPECTED, Ev, Probe, Rec, capture_exceptions, quiet_expected_panics, read_to_eof, run,
+    socket_pair, turns, wait_until,
 };
 use protoloop::{
-    Buffered, BufferedProtocol, CloseReason, ConnectOptions, Error, EventLoop, ExceptionKind,
-    Handle, Protocol, ServerOptions, Transport,
+    CloseReason, ConnectOptions, Error, EventLoop, ExceptionKind, Protocol, ServerOptions,
+    Transport,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Put `rec` on one end of a fresh loopback connection; the other end is
-/// a blocking std socket the test drives by hand.
-fn adopt(h: &Handle, rec: Rec) -> (Probe, TcpStream) {
-    let (ours, peer) = socket_pair();
-    let probe = rec.probe();
-    h.connect_accepted_socket(rec, ours).unwrap();
-    (probe, peer)
-}
-
-fn kinds(p: &Probe) -> Vec<String> {
-    p.log
-        .borrow()
-        .iter()
-        .map(|e| match e {
-            Ev::Made => "made".to_string(),
-            Ev::Data(_) => "data".to_string(),
-            Ev::Eof => "eof".to_string(),
-            Ev::Lost(r) => format!("lost:{r:?}"),
-            Ev::PauseWriting(_) => "pause".to_string(),
-            Ev::ResumeWriting(_) => "resume".to_string(),
-            Ev::Drain => "drain".to_string(),
-            Ev::Mark(m) => format!("mark:{m}"),
-        })
-        .collect()
-}
 
 #[test]
 fn call_order_is_made_data_eof_lost_and_nothing_after() {
@@ -198,46 +172,6 @@ fn abort_inside_data_received_delivers_connection_lost_later() {
 }
 
 #[test]
-fn pause_writing_is_not_delivered_inside_the_write_that_caused_it() {
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let rec = Rec::new().0.on_data(|t, _, log| {
-        // Far above the high-water mark; the peer is not reading yet.
-        for _ in 0..64 {
-            t.write(&[1; 256 * 1024]).unwrap();
-        }
-        log.borrow_mut().push(Ev::Mark("returned from write"));
-    });
-    let (probe, mut peer) = adopt(&h, rec);
-    let p = probe.clone();
-    let h2 = h.clone();
-    run(&lp, LIMIT, async move {
-        peer.write_all(b"go").unwrap();
-        wait_until(&h2, "pause_writing", || common::is_paused(&p)).await;
-        peer.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let mut n = 0;
-        while got.len() < 64 * 256 * 1024 {
-            read_available(&mut peer, &mut got).unwrap();
-            h2.sleep(Duration::from_millis(1)).await;
-            n += 1;
-            assert!(n < 20_000, "peer did not get everything");
-        }
-        wait_until(&h2, "resume_writing", || !common::is_paused(&p)).await;
-        p.transport().close();
-        wait_until(&h2, "lost", || p.is_lost()).await;
-    });
-    probe.check_contract();
-    let k = kinds(&probe);
-    assert_eq!(
-        &k[..4],
-        ["made", "data", "mark:returned from write", "pause"],
-        "{k:?}"
-    );
-    assert_eq!(&k[4..], ["resume", "lost:LocalClose"], "{k:?}");
-}
-
-#[test]
 fn pause_reading_inside_connection_made_is_honoured() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
@@ -334,130 +268,6 @@ fn pause_reading_inside_data_received_stops_further_delivery() {
         wait_until(&h2, "second data", || p.data_len() == 6).await;
         p.transport().close();
         wait_until(&h2, "lost", || p.is_lost()).await;
-    });
-    probe.check_contract();
-}
-
-/// Write `chunk`-sized pieces until the protocol is paused, then check
-/// the buffer size at the pause; drain the peer; check the resume.
-#[test]
-fn pause_and_resume_writing_are_paired_at_the_default_marks() {
-    const CHUNK: usize = 4096;
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let (probe, mut peer) = adopt(&h, Rec::new().0);
-    peer.set_nonblocking(true).unwrap();
-    let p = probe.clone();
-    let h2 = h.clone();
-    let received = run(&lp, LIMIT, async move {
-        let t = p.transport();
-        assert_eq!(t.get_write_buffer_limits(), (64 * 1024, 16 * 1024));
-        let mut rng = common::Rng::new(7);
-        let mut sent = Vec::new();
-        let mut got = Vec::new();
-        let mut max_buffered = 0;
-        for round in 0..3 {
-            // Write, yielding between writes so pause_writing can arrive,
-            // until paused. The peer reads nothing meanwhile.
-            let mut writes = 0;
-            while !common::is_paused(&p) {
-                let piece = rng.bytes(CHUNK);
-                t.write(&piece).unwrap();
-                sent.extend_from_slice(&piece);
-                max_buffered = max_buffered.max(t.get_write_buffer_size());
-                writes += 1;
-                assert!(writes < 100_000, "never paused (round {round})");
-                turns(1).await;
-            }
-            // Honour the pause: no writes until resumed.
-            let pauses = p.count(|e| matches!(e, Ev::PauseWriting(_)));
-            assert_eq!(pauses, round + 1);
-            while common::is_paused(&p) {
-                read_available(&mut peer, &mut got).unwrap();
-                h2.sleep(Duration::from_millis(1)).await;
-            }
-        }
-        // Drain the rest.
-        while got.len() < sent.len() {
-            read_available(&mut peer, &mut got).unwrap();
-            h2.sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(got.len(), sent.len());
-        assert!(got == sent, "bytes differ");
-        // Memory stayed bounded: the buffer never held much more than the
-        // high mark plus one write.
-        assert!(
-            max_buffered <= 64 * 1024 + CHUNK,
-            "buffer reached {max_buffered}"
-        );
-        assert_eq!(t.get_write_buffer_size(), 0);
-        t.close();
-        wait_until(&h2, "lost", || p.is_lost()).await;
-        got.len()
-    });
-    probe.check_contract();
-    let log = probe.log.borrow();
-    let pauses: Vec<usize> = log
-        .iter()
-        .filter_map(|e| match e {
-            Ev::PauseWriting(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
-    let resumes: Vec<usize> = log
-        .iter()
-        .filter_map(|e| match e {
-            Ev::ResumeWriting(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(pauses.len(), 3);
-    assert_eq!(resumes.len(), 3);
-    for n in pauses {
-        assert!(
-            n > 64 * 1024 && n <= 64 * 1024 + CHUNK,
-            "paused at {n} bytes"
-        );
-    }
-    for n in resumes {
-        assert!(n <= 16 * 1024, "resumed at {n} bytes");
-    }
-    assert!(received > 0);
-}
-
-#[test]
-fn lowering_the_write_buffer_limits_pauses_and_raising_resumes() {
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let (probe, mut peer) = adopt(&h, Rec::new().0);
-    let p = probe.clone();
-    let h2 = h.clone();
-    run(&lp, LIMIT, async move {
-        let t = p.transport();
-        // Fill the kernel buffers until writes queue past the high mark.
-        let mut total = 0;
-        while !common::is_paused(&p) {
-            t.write(&[0; 65536]).unwrap();
-            total += 65536;
-            turns(1).await;
-            assert!(total < 512 << 20, "kernel never pushed back");
-        }
-        let queued = t.get_write_buffer_size();
-        t.set_write_buffer_limits(queued * 4, queued * 2);
-        assert_eq!(t.get_write_buffer_limits(), (queued * 4, queued * 2));
-        wait_until(&h2, "resume after raising the marks", || {
-            !common::is_paused(&p)
-        })
-        .await;
-        t.set_write_buffer_limits(10, 100); // low is clamped to high
-        assert_eq!(t.get_write_buffer_limits(), (10, 10));
-        wait_until(&h2, "pause after lowering the marks", || {
-            common::is_paused(&p)
-        })
-        .await;
-        t.abort();
-        wait_until(&h2, "lost", || p.is_lost()).await;
-        drop(peer.read(&mut [0; 1]));
     });
     probe.check_contract();
 }
@@ -657,128 +467,4 @@ fn a_panic_in_connection_lost_is_reported_and_not_repeated() {
     });
     assert_eq!(calls.get(), 1);
     assert!(common::reported(&seen, ExceptionKind::ProtocolPanic));
-}
-
-struct Lender {
-    buf: Vec<u8>,
-    got: Rc<RefCell<Vec<u8>>>,
-    panic_in_get_buffer: bool,
-    lost: Rc<RefCell<Option<CloseReason>>>,
-}
-
-impl BufferedProtocol for Lender {
-    fn get_buffer(&mut self, _hint: usize) -> &mut [u8] {
-        if self.panic_in_get_buffer {
-            panic!("{EXPECTED}: get_buffer");
-        }
-        &mut self.buf
-    }
-    fn buffer_updated(&mut self, n: usize) {
-        self.got.borrow_mut().extend_from_slice(&self.buf[..n]);
-    }
-    fn connection_lost(&mut self, r: CloseReason) {
-        *self.lost.borrow_mut() = Some(r);
-    }
-}
-
-#[test]
-fn a_panic_in_get_buffer_aborts_the_connection() {
-    quiet_expected_panics();
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let seen = capture_exceptions(&h);
-    let lost = Rc::new(RefCell::new(None));
-    let (ours, mut peer) = socket_pair();
-    h.connect_accepted_socket(
-        Buffered(Lender {
-            buf: vec![0; 16],
-            got: Rc::default(),
-            panic_in_get_buffer: true,
-            lost: lost.clone(),
-        }),
-        ours,
-    )
-    .unwrap();
-    let h2 = h.clone();
-    let l = lost.clone();
-    run(&lp, LIMIT, async move {
-        // get_buffer may be asked for before any byte arrives, so the
-        // connection can be gone before this write.
-        let _ = peer.write_all(b"x");
-        wait_until(&h2, "lost", || l.borrow().is_some()).await;
-    });
-    assert!(
-        matches!(*lost.borrow(), Some(CloseReason::Panic(_))),
-        "{:?}",
-        lost.borrow()
-    );
-    assert!(common::reported(&seen, ExceptionKind::ProtocolPanic));
-}
-
-#[test]
-fn a_small_lent_buffer_receives_everything_in_pieces() {
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let lost = Rc::new(RefCell::new(None));
-    let (ours, mut peer) = socket_pair();
-    h.connect_accepted_socket(
-        Buffered(Lender {
-            buf: vec![0; 7],
-            got: got.clone(),
-            panic_in_get_buffer: false,
-            lost: lost.clone(),
-        }),
-        ours,
-    )
-    .unwrap();
-    let data = common::Rng::new(3).bytes(100_000);
-    let d = data.clone();
-    let h2 = h.clone();
-    let (g, l) = (got.clone(), lost.clone());
-    run(&lp, LIMIT, async move {
-        peer.write_all(&d).unwrap();
-        peer.shutdown(std::net::Shutdown::Write).unwrap();
-        wait_until(&h2, "lost", || l.borrow().is_some()).await;
-        assert_eq!(g.borrow().len(), d.len());
-    });
-    assert!(*got.borrow() == data);
-    assert!(matches!(*lost.borrow(), Some(CloseReason::PeerEof)));
-}
-
-#[test]
-fn an_empty_lent_buffer_is_an_error_not_eof() {
-    struct Empty(Rc<RefCell<Option<CloseReason>>>);
-    impl BufferedProtocol for Empty {
-        fn get_buffer(&mut self, _hint: usize) -> &mut [u8] {
-            &mut []
-        }
-        fn buffer_updated(&mut self, _n: usize) {
-            unreachable!("nothing can be read into an empty buffer");
-        }
-        fn eof_received(&mut self) -> bool {
-            panic!("eof_received without an EOF");
-        }
-        fn connection_lost(&mut self, r: CloseReason) {
-            *self.0.borrow_mut() = Some(r);
-        }
-    }
-    let lp = EventLoop::new().unwrap();
-    let h = lp.handle();
-    let seen = capture_exceptions(&h);
-    let lost = Rc::new(RefCell::new(None));
-    let (ours, mut peer) = socket_pair();
-    h.connect_accepted_socket(Buffered(Empty(lost.clone())), ours)
-        .unwrap();
-    let h2 = h.clone();
-    let l = lost.clone();
-    run(&lp, LIMIT, async move {
-        let _ = peer.write_all(b"x");
-        wait_until(&h2, "lost", || l.borrow().is_some()).await;
-    });
-    match &*lost.borrow() {
-        Some(CloseReason::Protocol(e)) => assert!(e.to_string().contains("empty buffer"), "{e}"),
-        other => panic!("expected CloseReason::Protocol, got {other:?}"),
-    }
-    assert!(common::reported(&seen, ExceptionKind::Error));
 }

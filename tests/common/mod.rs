@@ -16,6 +16,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 use protoloop::{
     CloseReason, EventLoop, ExceptionContext, ExceptionKind, Handle, Protocol, Transport,
 };
