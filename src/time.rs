@@ -233,6 +233,15 @@ impl Timers {
     }
 }
 
+/// About a century: what "after `Duration::MAX`" means on the loop.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + d`, saturating at about a century from `now` so that a huge
+/// delay (`Duration::MAX` as "never") cannot overflow `Instant`.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(FOREVER)).unwrap_or(now)
+}
+
 /// Saturating `deadline - now`.
 pub(crate) fn until(deadline: Instant, now: Instant) -> Duration {
     deadline.saturating_duration_since(now)

@@ -505,3 +505,24 @@ fn debug_mode_reports_a_slow_callback_with_its_location() {
     lp.run_forever().unwrap();
     assert_eq!(seen.borrow().len(), 1);
 }
+
+#[test]
+fn huge_delays_mean_never_rather_than_overflow() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let t = h.call_later(Duration::MAX, || panic!("a timer for Duration::MAX fired"));
+    assert!(t.when() > h.time() + Duration::from_secs(86400 * 365));
+    let h2 = h.clone();
+    let r = run(&lp, Duration::from_secs(10), async move {
+        let forever = h2.sleep(Duration::MAX);
+        assert!(forever.deadline() > h2.time());
+        h2.timeout(Duration::MAX, async { 5 }).await
+    });
+    assert_eq!(r.unwrap(), 5);
+    t.cancel();
+    let v = EventLoop::new_virtual().unwrap();
+    let vh = v.handle();
+    let before = vh.time();
+    vh.advance_time(Duration::MAX);
+    assert!(vh.time() > before);
+}

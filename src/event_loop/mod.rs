@@ -295,7 +295,7 @@ impl Handle {
     /// the next iteration. No effect on a real-clock loop.
     pub fn advance_time(&self, by: Duration) {
         let now = self.inner.clock.now();
-        self.inner.clock.advance_to(now + by);
+        self.inner.clock.advance_to(crate::time::after(now, by));
     }
 
     /// `true` while `run_forever`/`run_until_complete` is on the stack.
@@ -334,10 +334,12 @@ impl Handle {
         CallbackHandle(entry)
     }
 
-    /// Run `callback` once `delay` has passed.
+    /// Run `callback` once `delay` has passed. Delays are capped at about
+    /// a century, so `Duration::MAX` means "never" instead of overflowing
+    /// (the same holds for `sleep`, `timeout` and `advance_time`).
     #[track_caller]
     pub fn call_later<F: FnOnce() + 'static>(&self, delay: Duration, callback: F) -> TimerHandle {
-        let when = self.time() + delay;
+        let when = crate::time::after(self.time(), delay);
         self.call_at(when, callback)
     }
 

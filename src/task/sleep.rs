@@ -106,7 +106,7 @@ impl<F: Future> Future for Timeout<F> {
 impl Handle {
     /// A future that completes after `duration` on this loop's clock.
     pub fn sleep(&self, duration: Duration) -> Sleep {
-        self.sleep_until(self.time() + duration)
+        self.sleep_until(crate::time::after(self.time(), duration))
     }
 
     /// A future that completes at `deadline` on this loop's clock.
