@@ -31,6 +31,7 @@ use crate::protocol::Protocol;
 
 pub(crate) mod buffer;
 pub mod pipe;
+pub(crate) mod server;
 pub(crate) mod stream;
 pub mod subprocess;
 pub mod tcp;

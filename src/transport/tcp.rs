@@ -10,34 +10,33 @@
 //!
 //! # Serving
 //!
-//! A [`Server`] accepts until `WouldBlock` on each readiness event. If
-//! `accept` fails for lack of resources (`EMFILE`, `ENOBUFS` ...), the
-//! error goes to the exception handler and accepting resumes 100 ms later,
-//! as asyncio does.
+//! `create_server` binds every address now and returns a [`Server`], the
+//! same handle a Unix server has; the accept loop is shared (see the
+//! `server` module) and behaves as asyncio's does.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
-use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
+use super::server::{Factory, ServerCore};
 use super::stream::StreamTransport;
 use super::{ProtocolHandle, Transport};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle};
+use crate::event_loop::Handle;
 use crate::protocol::Protocol;
-use crate::reactor::{IoHandler, Ready, interrupted, would_block};
-use crate::task::SettableFuture;
-use crate::time::TimerHandle;
+use crate::reactor::{IoHandler, Ready, would_block};
+
+pub use super::server::Server;
 
 /// Where to connect: resolved addresses, or a host name and port to be
 /// resolved off the loop thread.
@@ -466,28 +465,17 @@ impl Handle {
                 bind_listener(*a, &opts).map_err(|e| Error::io(format!("listening on {a}"), e))?,
             );
         }
-        let local: Vec<SocketAddr> = listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        let factory: Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>> = match opts.tls.clone() {
+        let factory: Factory = match opts.tls.clone() {
             Some(tls) => super::tls::server_factory(self, factory, tls),
             None => Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>),
         };
-        let inner = Rc::new_cyclic(|me| ServerInner {
-            handle: self.clone(),
-            me: me.clone(),
-            listeners: RefCell::new(listeners.into_iter().map(|l| (None, l)).collect()),
-            addrs: local,
-            factory,
-            conns: RefCell::new(Slab::new()),
-            serving: Cell::new(false),
-            closed: Cell::new(false),
-            nodelay: opts.nodelay,
-            waiters: RefCell::new(Vec::new()),
-            retry: RefCell::new(None),
+        let nodelay = opts.nodelay;
+        let configure = Box::new(move |s: &TcpStream| {
+            if nodelay {
+                let _ = s.set_nodelay(true);
+            }
         });
-        let server = Server { inner };
+        let server = Server::new(ServerCore::new(self, listeners, factory, configure));
         if opts.start_serving {
             server.start_serving()?;
         }
@@ -515,250 +503,4 @@ fn bind_listener(addr: SocketAddr, opts: &ServerOptions) -> io::Result<TcpListen
     sock.listen(opts.backlog)?;
     sock.set_nonblocking(true)?;
     Ok(TcpListener::from_std(std::net::TcpListener::from(sock)))
-}
-
-type Conn = Rc<StreamTransport<TcpStream>>;
-
-struct ServerInner {
-    handle: Handle,
-    me: Weak<ServerInner>,
-    listeners: RefCell<Vec<(Option<Token>, TcpListener)>>,
-    addrs: Vec<SocketAddr>,
-    factory: Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>>,
-    conns: RefCell<Slab<Conn>>,
-    serving: Cell<bool>,
-    closed: Cell<bool>,
-    nodelay: bool,
-    waiters: RefCell<Vec<SettableFuture<()>>>,
-    retry: RefCell<Option<TimerHandle>>,
-}
-
-/// The reactor's handler of a listening socket. It holds the server
-/// strongly, so a server keeps serving after its last `Server` handle is
-/// dropped (as documented, and as in asyncio); `Server::close` or closing
-/// the loop removes it.
-struct ListenerReady {
-    server: Rc<ServerInner>,
-}
-
-impl IoHandler for ListenerReady {
-    fn ready(self: Rc<Self>, _ready: Ready) {
-        self.server.accept_all();
-    }
-}
-
-impl ServerInner {
-    fn accept_all(self: &Rc<Self>) {
-        if !self.serving.get() {
-            return;
-        }
-        let n = self.listeners.borrow().len();
-        for i in 0..n {
-            loop {
-                let res = {
-                    let ls = self.listeners.borrow();
-                    match ls.get(i) {
-                        Some((_, l)) => l.accept(),
-                        None => break,
-                    }
-                };
-                match res {
-                    Ok((stream, _peer)) => self.new_connection(stream),
-                    Err(e) if would_block(&e) => break,
-                    Err(e) if interrupted(&e) || e.kind() == io::ErrorKind::ConnectionAborted => {
-                        continue;
-                    }
-                    Err(e) => {
-                        self.handle.report(
-                            ExceptionKind::Error,
-                            format!("accept on {:?} failed: {e}; retrying in 100 ms", self.addrs),
-                        );
-                        let me = self.clone();
-                        *self.retry.borrow_mut() =
-                            Some(self.handle.call_later(Duration::from_millis(100), move || {
-                                me.retry.borrow_mut().take();
-                                me.accept_all();
-                            }));
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn new_connection(self: &Rc<Self>, stream: TcpStream) {
-        if self.nodelay {
-            let _ = stream.set_nodelay(true);
-        }
-        let Some(proto) = self.handle.guard(
-            ExceptionKind::ProtocolPanic,
-            &|| "the server's protocol factory".into(),
-            || (self.factory)(),
-        ) else {
-            return; // the stream is dropped: the client sees the connection closed
-        };
-        let t = StreamTransport::new(&self.handle, stream, proto);
-        if let Err(e) = t.register() {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!("registering an accepted connection failed: {e}"),
-            );
-            return;
-        }
-        let key = self.conns.borrow_mut().insert(t.clone());
-        let me = self.me.clone();
-        t.set_on_lost(Box::new(move || {
-            if let Some(s) = me.upgrade() {
-                s.conns.borrow_mut().try_remove(key);
-                s.check_closed();
-            }
-        }));
-        t.start(false);
-    }
-
-    fn check_closed(&self) {
-        if self.closed.get() && self.conns.borrow().is_empty() {
-            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-            for w in waiters {
-                let _ = w.set_result(());
-            }
-        }
-    }
-
-    fn conns(&self) -> Vec<Conn> {
-        self.conns.borrow().iter().map(|(_, c)| c.clone()).collect()
-    }
-}
-
-/// A listening TCP server; see [`Handle::create_server`]. A cheap `Clone`.
-/// Dropping the last `Server` handle does not stop it: call
-/// [`close`](Server::close).
-#[derive(Clone)]
-pub struct Server {
-    inner: Rc<ServerInner>,
-}
-
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("addrs", &self.inner.addrs)
-            .field("serving", &self.inner.serving.get())
-            .field("connections", &self.connection_count())
-            .finish()
-    }
-}
-
-impl Server {
-    /// The addresses the server listens on (with the real port when 0
-    /// was asked for).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.inner.addrs.clone()
-    }
-
-    /// Open connections accepted by this server.
-    pub fn connection_count(&self) -> usize {
-        self.inner.conns.borrow().len()
-    }
-
-    /// `true` while accepting.
-    pub fn is_serving(&self) -> bool {
-        self.inner.serving.get()
-    }
-
-    /// Start accepting (for servers made with `start_serving(false)`).
-    pub fn start_serving(&self) -> Result<()> {
-        let inner = &self.inner;
-        if inner.closed.get() {
-            return Err(Error::Closed);
-        }
-        if inner.serving.replace(true) {
-            return Ok(());
-        }
-        let reactor = &inner.handle.inner.reactor;
-        for (token, l) in inner.listeners.borrow_mut().iter_mut() {
-            let t = reactor.insert(Rc::new(ListenerReady {
-                server: inner.clone(),
-            }));
-            reactor
-                .register(l, t, Interest::READABLE)
-                .map_err(|e| Error::io("registering the listener", e))?;
-            *token = Some(t);
-        }
-        // Connections may be waiting already: the registration's edge is
-        // enough on Linux, but accept once to be sure on every platform.
-        let me = inner.clone();
-        inner.handle.call_soon(move || me.accept_all());
-        Ok(())
-    }
-
-    /// Stop listening. Open connections are left alone (see
-    /// [`close_clients`](Server::close_clients)). Idempotent.
-    pub fn close(&self) {
-        let inner = &self.inner;
-        if inner.closed.replace(true) {
-            return;
-        }
-        inner.serving.set(false);
-        if let Some(t) = inner.retry.borrow_mut().take() {
-            t.cancel();
-        }
-        let listeners = std::mem::take(&mut *inner.listeners.borrow_mut());
-        for (token, mut l) in listeners {
-            if let Some(t) = token {
-                inner.handle.inner.reactor.remove(&mut l, t);
-            }
-        }
-        inner.check_closed();
-    }
-
-    /// Close every open connection (flush, then close).
-    pub fn close_clients(&self) {
-        for c in self.inner.conns() {
-            super::TransportImpl::close(&*c);
-        }
-    }
-
-    /// Abort every open connection.
-    pub fn abort_clients(&self) {
-        for c in self.inner.conns() {
-            super::TransportImpl::abort(&*c);
-        }
-    }
-
-    /// Graceful shutdown: stop accepting, ask each protocol to drain
-    /// (`Protocol::drain_requested`), close those that do not ask for time,
-    /// and abort whatever is still open after `grace`. Resolves when every
-    /// connection is gone.
-    pub fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + 'static {
-        self.close();
-        let handle = self.inner.handle.clone();
-        for c in self.inner.conns() {
-            handle.call_soon(move || {
-                let mut keep = false;
-                if c.call_protocol("drain_requested", |p| keep = p.drain_requested()) && !keep {
-                    super::TransportImpl::close(&*c);
-                }
-            });
-        }
-        let me = self.clone();
-        let timer = handle.call_later(grace, move || me.abort_clients());
-        let closed = self.wait_closed();
-        async move {
-            closed.await;
-            timer.cancel();
-        }
-    }
-
-    /// Resolves once the server is closed and all its connections are gone.
-    pub fn wait_closed(&self) -> impl Future<Output = ()> + 'static {
-        let f = SettableFuture::new();
-        if self.inner.closed.get() && self.inner.conns.borrow().is_empty() {
-            let _ = f.set_result(());
-        } else {
-            self.inner.waiters.borrow_mut().push(f.clone());
-        }
-        async move {
-            let _ = f.await;
-        }
-    }
 }
