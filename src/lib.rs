@@ -77,4 +77,5 @@ pub use time::{CallbackHandle, TimerHandle};
 pub use transport::subprocess::{Process, Stdio, SubprocessOptions, SubprocessTransport};
 pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
 pub use transport::tls;
+pub use transport::unix::{UnixAddr, UnixServerOptions};
 pub use transport::{ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats};

@@ -36,6 +36,7 @@ pub(crate) mod stream;
 pub mod subprocess;
 pub mod tcp;
 pub mod tls;
+pub mod unix;
 
 pub use buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 

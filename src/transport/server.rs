@@ -318,7 +318,8 @@ impl fmt::Display for AddrList<'_> {
     }
 }
 
-/// A listening server; see [`Handle::create_server`]. A cheap `Clone`. Dropping the last
+/// A listening server (TCP or Unix); see [`Handle::create_server`] and
+/// [`Handle::create_unix_server`]. A cheap `Clone`. Dropping the last
 /// `Server` handle does not stop it: call [`close`](Server::close).
 #[derive(Clone)]
 pub struct Server {
@@ -372,7 +373,9 @@ impl Server {
         self.inner.start_serving()
     }
 
-    /// Stop listening. Open connections are left alone (see
+    /// Stop listening (a Unix server also removes its socket file, see
+    /// [`UnixServerOptions::remove_on_close`](crate::UnixServerOptions::remove_on_close)).
+    /// Open connections are left alone (see
     /// [`close_clients`](Server::close_clients)). Idempotent.
     pub fn close(&self) {
         self.inner.close()

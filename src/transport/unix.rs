@@ -1,0 +1,581 @@
+//! Unix-domain stream sockets: [`Handle::create_unix_connection`] and
+//! [`Handle::create_unix_server`], and the address type [`UnixAddr`] that
+//! Unix datagram endpoints share.
+//!
+//! # The same transport as TCP
+//!
+//! A Unix connection is the crate's stream transport, so the
+//! [`Transport`] API and the [`Protocol`] contract are those of TCP: flow
+//! control, half-close (`write_eof` shuts the writing side; the peer reads
+//! EOF), `close` (flush, then close), `abort`, and [`Server`] shutdown.
+//! One difference: Unix sockets have no `SO_LINGER` reset, so after
+//! `abort` the peer reads EOF (or `ECONNRESET` if we left data unread).
+//!
+//! # Socket files
+//!
+//! Binding a path creates a socket file that outlives a server that dies
+//! without cleaning up, and a stale file makes the next `bind` fail with
+//! `EADDRINUSE`. With [`UnixServerOptions::remove_stale`] (the default) the
+//! server checks such a file by connecting to it: `ECONNREFUSED` means no
+//! one listens, so the file is removed and the bind retried. A live
+//! server's file, or anything that is not a socket, is never removed; the
+//! bind fails with `EADDRINUSE` and says so. The check costs a live server
+//! one connection that closes at once.
+//!
+//! When the server closes, its socket file is removed
+//! ([`UnixServerOptions::remove_on_close`]), but only if it is still the
+//! file this server made (same device and inode).
+//!
+//! # Abstract names (Linux)
+//!
+//! [`UnixAddr::abstract_name`] names a socket in the abstract namespace:
+//! no file is made, and the name goes away with the last socket bound to
+//! it.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::server::{Factory, Listener, Server, ServerCore};
+use super::stream::{StreamSocket, StreamTransport};
+use super::{ProtocolHandle, SocketAddress, Transport};
+use crate::error::{Error, Result};
+use crate::event_loop::Handle;
+use crate::protocol::Protocol;
+use crate::reactor::{interrupted, would_block};
+
+/// How long `create_unix_connection` retries while the server's listen
+/// backlog is full (Linux then fails `connect` with `EAGAIN` rather than
+/// completing it later).
+const BACKLOG_RETRY_LIMIT: Duration = Duration::from_secs(2);
+
+/// The address of a Unix-domain socket: a path in the file system, or
+/// (Linux) a name in the abstract namespace.
+///
+/// ```
+/// use protoloop::UnixAddr;
+/// let a: UnixAddr = "/tmp/bank.sock".into();
+/// let b = UnixAddr::abstract_name("bank");
+/// assert_eq!(a.to_string(), "/tmp/bank.sock");
+/// assert_eq!(b.to_string(), "@bank");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnixAddr {
+    /// A socket file at this path.
+    Path(PathBuf),
+    /// A name in Linux's abstract namespace (no file; the leading NUL byte
+    /// is not part of the name).
+    Abstract(Vec<u8>),
+}
+
+impl UnixAddr {
+    /// A socket file at `path`.
+    pub fn path(path: impl Into<PathBuf>) -> UnixAddr {
+        UnixAddr::Path(path.into())
+    }
+
+    /// A name in the abstract namespace (Linux only: using it elsewhere
+    /// fails with [`Error::Unsupported`]).
+    pub fn abstract_name(name: impl AsRef<[u8]>) -> UnixAddr {
+        UnixAddr::Abstract(name.as_ref().to_vec())
+    }
+
+    /// The address of a socket, `None` for an unnamed one (a socket that
+    /// never bound).
+    pub fn from_std(addr: &std::os::unix::net::SocketAddr) -> Option<UnixAddr> {
+        if let Some(p) = addr.as_pathname() {
+            return Some(UnixAddr::Path(p.to_path_buf()));
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            if let Some(name) = addr.as_abstract_name() {
+                return Some(UnixAddr::Abstract(name.to_vec()));
+            }
+        }
+        None
+    }
+
+    /// The standard library's form of this address.
+    pub fn to_std(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        match self {
+            UnixAddr::Path(p) => std::os::unix::net::SocketAddr::from_pathname(p),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            UnixAddr::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name)
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            UnixAddr::Abstract(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "abstract socket names exist only on Linux",
+            )),
+        }
+    }
+
+    /// This address as a [`SocketAddress`] (for `DatagramTransport::sendto`).
+    pub fn socket_address(&self) -> io::Result<SocketAddress> {
+        self.to_std().map(SocketAddress::Unix)
+    }
+
+    pub(crate) fn to_sockaddr(&self) -> io::Result<SockAddr> {
+        match self {
+            UnixAddr::Path(p) => {
+                if p.as_os_str().as_bytes().first() == Some(&0) {
+                    // socket2 would read a leading NUL as an abstract name.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a socket path cannot start with a NUL byte (use UnixAddr::abstract_name)",
+                    ));
+                }
+                SockAddr::unix(p)
+            }
+            UnixAddr::Abstract(name) => {
+                if cfg!(not(any(target_os = "linux", target_os = "android"))) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "abstract socket names exist only on Linux",
+                    ));
+                }
+                let mut bytes = Vec::with_capacity(name.len() + 1);
+                bytes.push(0);
+                bytes.extend_from_slice(name);
+                SockAddr::unix(OsStr::from_bytes(&bytes))
+            }
+        }
+    }
+
+    fn file_path(&self) -> Option<&Path> {
+        match self {
+            UnixAddr::Path(p) => Some(p),
+            UnixAddr::Abstract(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    /// A path as itself; an abstract name as `@name`, as `ss` shows it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) => write!(f, "{}", p.display()),
+            UnixAddr::Abstract(n) => write!(f, "@{}", String::from_utf8_lossy(n)),
+        }
+    }
+}
+
+impl From<&str> for UnixAddr {
+    fn from(p: &str) -> Self {
+        UnixAddr::Path(p.into())
+    }
+}
+impl From<String> for UnixAddr {
+    fn from(p: String) -> Self {
+        UnixAddr::Path(p.into())
+    }
+}
+impl From<&Path> for UnixAddr {
+    fn from(p: &Path) -> Self {
+        UnixAddr::Path(p.into())
+    }
+}
+impl From<PathBuf> for UnixAddr {
+    fn from(p: PathBuf) -> Self {
+        UnixAddr::Path(p)
+    }
+}
+impl From<&PathBuf> for UnixAddr {
+    fn from(p: &PathBuf) -> Self {
+        UnixAddr::Path(p.clone())
+    }
+}
+
+impl From<std::os::unix::net::SocketAddr> for SocketAddress {
+    fn from(a: std::os::unix::net::SocketAddr) -> Self {
+        SocketAddress::Unix(a)
+    }
+}
+
+/// The socket file a bound socket made, identified by device and inode so
+/// that a file someone else put at the same path later is left alone.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file now at `path`, if it is a socket.
+    pub(crate) fn at(path: &Path) -> Option<SocketFile> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        m.file_type().is_socket().then(|| SocketFile {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Remove the file if it is still the one we made.
+    pub(crate) fn remove(&self) {
+        if let Ok(m) = std::fs::symlink_metadata(&self.path)
+            && m.dev() == self.dev
+            && m.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether the socket file at `path` is stale: a socket file that no
+/// socket of type `ty` listens on. Only `ECONNREFUSED` counts as stale;
+/// a connection (or a full backlog, or a socket of another type) is a live
+/// server, and anything else is an error.
+fn is_stale(path: &Path, ty: Type) -> io::Result<bool> {
+    let m = std::fs::symlink_metadata(path)?;
+    if !m.file_type().is_socket() {
+        return Ok(false);
+    }
+    let probe = Socket::new(Domain::UNIX, ty, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e)
+            if would_block(&e)
+                || e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error())
+                || e.raw_os_error() == Some(rustix::io::Errno::PROTOTYPE.raw_os_error()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Make a Unix socket of type `ty` bound to `addr`. With `remove_stale`,
+/// a stale socket file in the way is removed first (see the module docs).
+/// Returns the socket and the file it made, if any.
+pub(crate) fn bind_unix(
+    addr: &UnixAddr,
+    ty: Type,
+    remove_stale: bool,
+) -> Result<(Socket, Option<SocketFile>)> {
+    let ctx = || format!("binding {addr}");
+    let sa = addr.to_sockaddr().map_err(|e| Error::io(ctx(), e))?;
+    let sock = Socket::new(Domain::UNIX, ty, None).map_err(|e| Error::io(ctx(), e))?;
+    match sock.bind(&sa) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let Some(path) = addr.file_path() else {
+                return Err(Error::io(
+                    ctx(),
+                    io::Error::new(e.kind(), "the abstract name is in use"),
+                ));
+            };
+            let stale = is_stale(path, ty)
+                .map_err(|e| Error::io(format!("checking whether {addr} is a stale socket"), e))?;
+            if !stale {
+                return Err(Error::io(
+                    ctx(),
+                    io::Error::new(
+                        e.kind(),
+                        "the path is in use by a live socket or a non-socket file",
+                    ),
+                ));
+            }
+            if !remove_stale {
+                return Err(Error::io(
+                    ctx(),
+                    io::Error::new(
+                        e.kind(),
+                        "a stale socket file is in the way (remove_stale would remove it)",
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("removing the stale socket {addr}"), e))?;
+            sock.bind(&sa).map_err(|e| Error::io(ctx(), e))?;
+        }
+        Err(e) => return Err(Error::io(ctx(), e)),
+    }
+    let file = addr.file_path().and_then(SocketFile::at);
+    Ok((sock, file))
+}
+
+impl StreamSocket for UnixStream {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+    fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+    fn peer(&self) -> Option<SocketAddress> {
+        self.peer_addr().ok().map(SocketAddress::Unix)
+    }
+    fn local(&self) -> Option<SocketAddress> {
+        self.local_addr().ok().map(SocketAddress::Unix)
+    }
+}
+
+/// A listening Unix socket that removes its socket file when dropped
+/// (when asked to).
+struct UnixListenerSock {
+    inner: UnixListener,
+    file: Option<SocketFile>,
+}
+
+impl Drop for UnixListenerSock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            f.remove();
+        }
+    }
+}
+
+impl mio::event::Source for UnixListenerSock {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.inner.register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.inner.reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.inner.deregister(r)
+    }
+}
+
+impl Listener for UnixListenerSock {
+    type Stream = UnixStream;
+    fn accept_stream(&self) -> io::Result<UnixStream> {
+        self.inner.accept().map(|(s, _)| s)
+    }
+    fn address(&self) -> Option<SocketAddress> {
+        self.inner.local_addr().ok().map(SocketAddress::Unix)
+    }
+}
+
+/// Options for [`Handle::create_unix_server`].
+///
+/// ```
+/// let opts = protoloop::UnixServerOptions::default()
+///     .backlog(64)
+///     .remove_stale(false);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixServerOptions {
+    backlog: i32,
+    start_serving: bool,
+    remove_stale: bool,
+    remove_on_close: bool,
+}
+
+impl Default for UnixServerOptions {
+    fn default() -> Self {
+        UnixServerOptions {
+            backlog: 1024,
+            start_serving: true,
+            remove_stale: true,
+            remove_on_close: true,
+        }
+    }
+}
+
+impl UnixServerOptions {
+    /// Listen backlog (default 1024).
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+    /// Accept connections at once (default) or only after
+    /// [`Server::start_serving`].
+    pub fn start_serving(mut self, on: bool) -> Self {
+        self.start_serving = on;
+        self
+    }
+    /// Remove a stale socket file left at the path by a dead server
+    /// (default on). A live server's socket is never removed.
+    pub fn remove_stale(mut self, on: bool) -> Self {
+        self.remove_stale = on;
+        self
+    }
+    /// Remove the socket file when the server closes (default on).
+    pub fn remove_on_close(mut self, on: bool) -> Self {
+        self.remove_on_close = on;
+        self
+    }
+}
+
+/// Connect a non-blocking Unix stream socket to `addr`.
+async fn connect_unix(handle: &Handle, addr: &UnixAddr) -> io::Result<UnixStream> {
+    let sa = addr.to_sockaddr()?;
+    let give_up = handle.time() + BACKLOG_RETRY_LIMIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        match sock.connect(&sa) {
+            Ok(()) => return Ok(UnixStream::from_std(sock.into())),
+            Err(e) if interrupted(&e) => continue,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {
+                // Not on Linux, where connecting is immediate; wait for
+                // writability and read the outcome where it happens.
+                let done = handle.create_future::<()>();
+                let fd = sock.as_raw_fd();
+                let d = done.clone();
+                handle
+                    .add_writer(fd, move || {
+                        let _ = d.set_result(());
+                    })
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                let _ = done.await;
+                handle.remove_writer(fd);
+                if let Some(e) = sock.take_error()? {
+                    return Err(e);
+                }
+                return Ok(UnixStream::from_std(sock.into()));
+            }
+            // The listen backlog is full: Linux refuses rather than
+            // queueing the connect, so try again shortly.
+            Err(e) if would_block(&e) && handle.time() < give_up => {
+                handle.sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Handle {
+    /// Connect to the Unix stream socket at `addr` (a path, or a
+    /// [`UnixAddr::abstract_name`]) and run the protocol made by
+    /// `factory` on it. Resolves to the transport and a handle to the
+    /// protocol once `connection_made` has been called, as
+    /// [`create_connection`](Handle::create_connection) does for TCP.
+    ///
+    /// If the server's listen backlog is full, connecting is retried for
+    /// up to 2 seconds before the error is returned.
+    ///
+    /// ```
+    /// use protoloop::{EventLoop, Protocol, UnixAddr, UnixServerOptions};
+    /// struct Sink;
+    /// impl Protocol for Sink { fn data_received(&mut self, _: &[u8]) {} }
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let h = lp.handle();
+    /// let name = UnixAddr::abstract_name(format!("protoloop-doc-{}", std::process::id()));
+    /// let server = h.create_unix_server(|| Sink, name.clone(), UnixServerOptions::default()).unwrap();
+    /// let (transport, _proto) = lp
+    ///     .run_until_complete(h.create_unix_connection(|| Sink, name))
+    ///     .unwrap()
+    ///     .unwrap();
+    /// transport.write(b"hi").unwrap();
+    /// transport.close();
+    /// server.close();
+    /// ```
+    pub fn create_unix_connection<P, F>(
+        &self,
+        factory: F,
+        addr: impl Into<UnixAddr>,
+    ) -> impl Future<Output = Result<(Transport, ProtocolHandle<P>)>> + 'static
+    where
+        P: Protocol,
+        F: FnOnce() -> P + 'static,
+    {
+        let handle = self.clone();
+        let addr = addr.into();
+        async move {
+            let stream = connect_unix(&handle, &addr)
+                .await
+                .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
+            let proto = Rc::new(RefCell::new(factory()));
+            let t = StreamTransport::new(&handle, stream, proto.clone());
+            t.register()
+                .map_err(|e| Error::io("registering the socket", e))?;
+            t.start(true);
+            Ok((Transport::new(t), ProtocolHandle::new(proto)))
+        }
+    }
+
+    /// Listen on the Unix socket `addr` (a path, or a
+    /// [`UnixAddr::abstract_name`]) and run a protocol made by `factory`
+    /// on each accepted connection. See the [module docs](super::unix) for
+    /// what happens to a socket file already at the path.
+    ///
+    /// ```
+    /// use protoloop::{EventLoop, Protocol, UnixServerOptions};
+    /// struct Sink;
+    /// impl Protocol for Sink { fn data_received(&mut self, _: &[u8]) {} }
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let path = std::env::temp_dir().join(format!("protoloop-doc-{}.sock", std::process::id()));
+    /// let server = lp
+    ///     .handle()
+    ///     .create_unix_server(|| Sink, &path, UnixServerOptions::default())
+    ///     .unwrap();
+    /// assert!(path.exists());
+    /// server.close();
+    /// assert!(!path.exists());
+    /// ```
+    pub fn create_unix_server<P, F>(
+        &self,
+        factory: F,
+        addr: impl Into<UnixAddr>,
+        opts: UnixServerOptions,
+    ) -> Result<Server>
+    where
+        P: Protocol,
+        F: Fn() -> P + 'static,
+    {
+        let addr = addr.into();
+        let (sock, file) = bind_unix(&addr, Type::STREAM, opts.remove_stale)?;
+        let listener = (|| {
+            sock.listen(opts.backlog)?;
+            sock.set_nonblocking(true)?;
+            io::Result::Ok(UnixListener::from_std(sock.into()))
+        })();
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(f) = &file {
+                    f.remove();
+                }
+                return Err(Error::io(format!("listening on {addr}"), e));
+            }
+        };
+        let listener = UnixListenerSock {
+            inner: listener,
+            file: file.filter(|_| opts.remove_on_close),
+        };
+        let factory: Factory =
+            Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>);
+        let server = Server::new(ServerCore::new(
+            self,
+            vec![listener],
+            factory,
+            Box::new(|_: &UnixStream| {}),
+        ));
+        if opts.start_serving {
+            server.start_serving()?;
+        }
+        Ok(server)
+    }
+}

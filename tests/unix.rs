@@ -1,0 +1,577 @@
+//! Unix-domain sockets: stream connections and servers (echo, half-close,
+//! flow control, shutdown, stale socket files, abstract names) and Unix
+//! datagram endpoints.
+//!
+//! Socket paths live in the temp dir under unique names and are removed
+//! by a guard, so a failing test leaves nothing behind.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use protoloop::{
+    CloseReason, Error, EventLoop, Handle, Protocol, SocketAddress, Transport, UnixAddr,
+    UnixServerOptions,
+};
+
+/// How long any wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A unique socket path in the temp dir, removed on drop.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(what: &str) -> TempPath {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("protoloop-{}-{what}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        TempPath(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A unique abstract name.
+fn abstract_name(what: &str) -> UnixAddr {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    UnixAddr::abstract_name(format!("protoloop-{}-{what}-{n}", std::process::id()))
+}
+
+/// Run `fut` on `lp`, failing the test if it takes longer than [`WAIT`].
+fn run<F>(lp: &EventLoop, fut: F) -> F::Output
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let h = lp.handle();
+    lp.run_until_complete(async move { h.timeout(WAIT * 2, fut).await })
+        .expect("loop stopped before the test finished")
+        .unwrap_or_else(|_| panic!("test body did not finish within {:?}", WAIT * 2))
+}
+
+/// Poll `cond` every millisecond until it holds; panic after [`WAIT`].
+async fn wait_until(h: &Handle, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        h.sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Echoes everything; stops reading while its own writes are paused, so
+/// a fast sender cannot make it buffer without bound.
+struct Echo {
+    t: Option<Transport>,
+}
+
+impl Echo {
+    fn new() -> Echo {
+        Echo { t: None }
+    }
+}
+
+impl Protocol for Echo {
+    fn connection_made(&mut self, t: Transport) {
+        self.t = Some(t);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.t.as_ref().unwrap().write(data).unwrap();
+    }
+    fn pause_writing(&mut self) {
+        self.t.as_ref().unwrap().pause_reading();
+    }
+    fn resume_writing(&mut self) {
+        self.t.as_ref().unwrap().resume_reading();
+    }
+}
+
+/// What a [`Recorder`] saw, shared with the test.
+#[derive(Default)]
+struct Seen {
+    transport: RefCell<Option<Transport>>,
+    data: RefCell<Vec<u8>>,
+    eof: Cell<bool>,
+    lost: RefCell<Option<CloseReason>>,
+    pauses: Cell<usize>,
+    resumes: Cell<usize>,
+    /// Calls after `connection_lost` (must stay 0).
+    after_lost: Cell<usize>,
+}
+
+/// Records every callback; `keep_open` is what `eof_received` returns.
+struct Recorder {
+    seen: Rc<Seen>,
+    keep_open: bool,
+}
+
+impl Recorder {
+    fn new(seen: &Rc<Seen>) -> Recorder {
+        Recorder {
+            seen: seen.clone(),
+            keep_open: false,
+        }
+    }
+    fn check_alive(&self) {
+        if self.seen.lost.borrow().is_some() {
+            self.seen.after_lost.set(self.seen.after_lost.get() + 1);
+        }
+    }
+}
+
+impl Protocol for Recorder {
+    fn connection_made(&mut self, t: Transport) {
+        *self.seen.transport.borrow_mut() = Some(t);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.check_alive();
+        self.seen.data.borrow_mut().extend_from_slice(data);
+    }
+    fn eof_received(&mut self) -> bool {
+        self.check_alive();
+        self.seen.eof.set(true);
+        self.keep_open
+    }
+    fn pause_writing(&mut self) {
+        self.check_alive();
+        self.seen.pauses.set(self.seen.pauses.get() + 1);
+    }
+    fn resume_writing(&mut self) {
+        self.check_alive();
+        self.seen.resumes.set(self.seen.resumes.get() + 1);
+    }
+    fn connection_lost(&mut self, reason: CloseReason) {
+        self.check_alive();
+        *self.seen.lost.borrow_mut() = Some(reason);
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn ten_megabytes_echo_byte_exact_over_a_path() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("echo");
+    let server = h
+        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .unwrap();
+    let addrs = server.addresses();
+    assert_eq!(addrs.len(), 1);
+    assert_eq!(addrs[0].to_string(), path.path().display().to_string());
+    assert!(
+        server.local_addrs().is_empty(),
+        "no IP address on a Unix server"
+    );
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _proto) = h
+            .create_unix_connection(move || Recorder::new(&s), p.as_path())
+            .await
+            .unwrap();
+        assert_eq!(t.peer_addr().unwrap().to_string(), p.display().to_string());
+        let data = pattern(10 * 1024 * 1024);
+        t.write(&data).unwrap();
+        assert!(
+            t.get_write_buffer_size() > 0,
+            "10 MB cannot fit in the kernel"
+        );
+        wait_until(&h, "the echo", || seen.data.borrow().len() >= data.len()).await;
+        assert!(*seen.data.borrow() == data, "echo differs");
+        assert!(seen.pauses.get() >= 1 && seen.pauses.get() == seen.resumes.get());
+        assert_eq!(server.connection_count(), 1);
+        t.close();
+        wait_until(&h, "connection_lost", || seen.lost.borrow().is_some()).await;
+        assert!(matches!(*seen.lost.borrow(), Some(CloseReason::LocalClose)));
+        wait_until(&h, "the server side to close", || {
+            server.connection_count() == 0
+        })
+        .await;
+        assert_eq!(
+            t.write(b"x").unwrap_err().to_string(),
+            Error::Closed.to_string()
+        );
+        server.close();
+        assert!(!p.exists(), "the socket file is removed on close");
+        assert_eq!(seen.after_lost.get(), 0);
+    });
+}
+
+/// Server side of the half-close test: collects until EOF, then answers
+/// with the byte count and closes its side.
+struct CountThenReply {
+    t: Option<Transport>,
+    n: usize,
+}
+
+impl Protocol for CountThenReply {
+    fn connection_made(&mut self, t: Transport) {
+        self.t = Some(t);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        self.n += data.len();
+    }
+    fn eof_received(&mut self) -> bool {
+        let t = self.t.as_ref().unwrap();
+        t.write(format!("got {}", self.n).as_bytes()).unwrap();
+        t.write_eof().unwrap();
+        true
+    }
+}
+
+#[test]
+fn half_close_both_ways() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("halfclose");
+    let server = h
+        .create_unix_server(
+            || CountThenReply { t: None, n: 0 },
+            path.path(),
+            UnixServerOptions::default(),
+        )
+        .unwrap();
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _proto) = h
+            .create_unix_connection(
+                move || Recorder {
+                    seen: s,
+                    keep_open: true,
+                },
+                p.as_path(),
+            )
+            .await
+            .unwrap();
+        assert!(t.can_write_eof());
+        t.write(&pattern(300_000)).unwrap();
+        t.write_eof().unwrap();
+        assert!(matches!(t.write(b"late"), Err(Error::EofWritten)));
+        // Our writing side is shut, but we still read the reply.
+        wait_until(&h, "the reply and EOF", || seen.eof.get()).await;
+        assert_eq!(&*seen.data.borrow(), b"got 300000");
+        // Both sides shut: the transport closes itself.
+        wait_until(&h, "connection_lost", || seen.lost.borrow().is_some()).await;
+        assert!(!seen.lost.borrow().as_ref().unwrap().is_error());
+        wait_until(&h, "server side gone", || server.connection_count() == 0).await;
+        server.close();
+    });
+}
+
+#[test]
+fn abort_is_seen_by_the_peer_and_shutdown_drains() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let name = abstract_name("shutdown");
+    let server_seen: Rc<RefCell<Vec<Rc<Seen>>>> = Rc::default();
+    let ss = server_seen.clone();
+    let server = h
+        .create_unix_server(
+            move || {
+                let s = Rc::new(Seen::default());
+                ss.borrow_mut().push(s.clone());
+                Recorder::new(&s)
+            },
+            name.clone(),
+            UnixServerOptions::default(),
+        )
+        .unwrap();
+    run(&lp, async move {
+        // One connection aborted by the client.
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _p) = h
+            .create_unix_connection(move || Recorder::new(&s), name.clone())
+            .await
+            .unwrap();
+        wait_until(&h, "accept", || server.connection_count() == 1).await;
+        t.write(b"bye").unwrap();
+        t.abort();
+        wait_until(&h, "the server side to see it", || {
+            server_seen.borrow()[0].lost.borrow().is_some()
+        })
+        .await;
+        assert!(matches!(*seen.lost.borrow(), Some(CloseReason::LocalAbort)));
+
+        // Two more, then a graceful shutdown: the protocols do not ask for
+        // time, so both are closed and the clients read EOF.
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let s = Rc::new(Seen::default());
+            let s2 = s.clone();
+            let (t, _p) = h
+                .create_unix_connection(move || Recorder::new(&s2), name.clone())
+                .await
+                .unwrap();
+            clients.push((t, s));
+        }
+        wait_until(&h, "accept", || server.connection_count() == 2).await;
+        server.shutdown(Duration::from_secs(10)).await;
+        assert!(server.is_closed() && !server.is_serving());
+        for (_t, s) in &clients {
+            wait_until(&h, "client EOF", || s.lost.borrow().is_some()).await;
+            assert!(s.eof.get());
+        }
+        // The abstract name is free again.
+        let again = h
+            .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+            .unwrap();
+        again.close();
+        for s in server_seen.borrow().iter() {
+            assert_eq!(s.after_lost.get(), 0);
+        }
+    });
+}
+
+#[test]
+fn flow_control_pauses_and_resumes_the_writer() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("flow");
+    let server_seen: Rc<RefCell<Option<Rc<Seen>>>> = Rc::default();
+    let ss = server_seen.clone();
+    let server = h
+        .create_unix_server(
+            move || {
+                let s = Rc::new(Seen::default());
+                *ss.borrow_mut() = Some(s.clone());
+                Recorder::new(&s)
+            },
+            path.path(),
+            UnixServerOptions::default(),
+        )
+        .unwrap();
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _p) = h
+            .create_unix_connection(move || Recorder::new(&s), p.as_path())
+            .await
+            .unwrap();
+        wait_until(&h, "accept", || server_seen.borrow().is_some()).await;
+        let peer = server_seen.borrow().clone().unwrap();
+        let peer_t = peer.transport.borrow().clone().unwrap();
+        peer_t.pause_reading();
+        // Write until the kernel and then our buffer are full.
+        let chunk = pattern(64 * 1024);
+        let mut sent = 0;
+        while seen.pauses.get() == 0 {
+            t.write(&chunk).unwrap();
+            sent += chunk.len();
+            assert!(sent < 64 * 1024 * 1024, "never paused");
+            h.sleep(Duration::from_millis(1)).await;
+        }
+        assert!(t.get_write_buffer_size() > t.get_write_buffer_limits().0);
+        assert_eq!(seen.resumes.get(), 0);
+        peer_t.resume_reading();
+        wait_until(&h, "resume_writing", || seen.resumes.get() == 1).await;
+        assert!(t.get_write_buffer_size() <= t.get_write_buffer_limits().1);
+        wait_until(&h, "all bytes", || peer.data.borrow().len() == sent).await;
+        assert!(peer.data.borrow().chunks(chunk.len()).all(|c| c == chunk));
+        t.close();
+        server.close();
+    });
+}
+
+#[test]
+fn stale_socket_file_is_removed_but_a_live_one_is_not() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("stale");
+    // A dead server: the listener is gone, its socket file stays.
+    drop(std::os::unix::net::UnixListener::bind(path.path()).unwrap());
+    assert!(path.path().exists());
+
+    let err = h
+        .create_unix_server(
+            Echo::new,
+            path.path(),
+            UnixServerOptions::default().remove_stale(false),
+        )
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
+    assert!(err.to_string().contains("stale"), "{err}");
+
+    let live = h
+        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .expect("the stale file is removed and the bind retried");
+
+    // A second server on the live path is refused; the file stays and
+    // the first server keeps working.
+    let err = h
+        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
+    assert!(err.to_string().contains("live"), "{err}");
+    assert!(path.path().exists());
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _p) = h
+            .create_unix_connection(move || Recorder::new(&s), p.as_path())
+            .await
+            .expect("the live server still accepts");
+        t.write(b"ping").unwrap();
+        wait_until(&h, "echo", || seen.data.borrow().len() == 4).await;
+        t.close();
+        live.close();
+    });
+    assert!(!path.path().exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_never_removed() {
+    let lp = EventLoop::new().unwrap();
+    let path = TempPath::new("regular");
+    std::fs::write(path.path(), b"precious").unwrap();
+    let err = lp
+        .handle()
+        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
+    assert_eq!(std::fs::read(path.path()).unwrap(), b"precious");
+}
+
+#[test]
+fn socket_file_kept_when_asked_and_not_removed_if_replaced() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("keep");
+    let s = h
+        .create_unix_server(
+            Echo::new,
+            path.path(),
+            UnixServerOptions::default().remove_on_close(false),
+        )
+        .unwrap();
+    s.close();
+    assert!(
+        path.path().exists(),
+        "remove_on_close(false) keeps the file"
+    );
+
+    // A server whose file was replaced by someone else's leaves that alone.
+    let s = h
+        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .unwrap();
+    std::fs::remove_file(path.path()).unwrap();
+    std::fs::write(path.path(), b"someone else's").unwrap();
+    s.close();
+    assert_eq!(std::fs::read(path.path()).unwrap(), b"someone else's");
+}
+
+#[test]
+fn abstract_names_make_no_file_and_are_exclusive() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let name = abstract_name("abs");
+    let server = h
+        .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+        .unwrap();
+    match &server.addresses()[0] {
+        SocketAddress::Unix(a) => assert_eq!(UnixAddr::from_std(a), Some(name.clone())),
+        other => panic!("not a Unix address: {other}"),
+    }
+    let err = h
+        .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+        .unwrap_err();
+    assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
+    run(&lp, async move {
+        let seen = Rc::new(Seen::default());
+        let s = seen.clone();
+        let (t, _p) = h
+            .create_unix_connection(move || Recorder::new(&s), name)
+            .await
+            .unwrap();
+        t.write(b"abstract").unwrap();
+        wait_until(&h, "echo", || seen.data.borrow().len() == 8).await;
+        assert_eq!(&*seen.data.borrow(), b"abstract");
+        t.close();
+        server.close();
+    });
+}
+
+#[test]
+fn connect_errors_are_clear() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let missing = TempPath::new("missing");
+    let stale = TempPath::new("refused");
+    drop(std::os::unix::net::UnixListener::bind(stale.path()).unwrap());
+    let (m, s) = (missing.path().to_path_buf(), stale.path().to_path_buf());
+    run(&lp, async move {
+        let e = h
+            .create_unix_connection(Echo::new, m.as_path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(ErrorKind::NotFound), "{e}");
+        assert!(e.to_string().contains(&*m.to_string_lossy()), "{e}");
+        let e = h
+            .create_unix_connection(Echo::new, s.as_path())
+            .await
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(ErrorKind::ConnectionRefused), "{e}");
+        let long = "x".repeat(200);
+        let e = h
+            .create_unix_connection(Echo::new, long.as_str())
+            .await
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
+        let e = h
+            .create_unix_server(Echo::new, long.as_str(), UnixServerOptions::default())
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
+    });
+}
+
+#[test]
+fn connect_retries_while_the_backlog_is_full() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("backlog");
+    // Backlog 0: Linux queues one connection, then refuses with EAGAIN.
+    let server = h
+        .create_unix_server(
+            Echo::new,
+            path.path(),
+            UnixServerOptions::default().backlog(0).start_serving(false),
+        )
+        .unwrap();
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let first = h
+            .create_unix_connection(Echo::new, p.as_path())
+            .await
+            .unwrap();
+        let second = h.spawn(h.create_unix_connection(Echo::new, p.as_path()));
+        h.sleep(Duration::from_millis(30)).await;
+        assert!(!second.is_finished(), "the second connect waits for room");
+        server.start_serving().unwrap();
+        let (t2, _) = second.await.unwrap().expect("connected once accepted");
+        wait_until(&h, "both accepted", || server.connection_count() == 2).await;
+        first.0.close();
+        t2.close();
+        server.close();
+    });
+}
