@@ -1,76 +1,23 @@
-//! Unix-domain sockets: stream connections and servers (echo, half-close,
-//! flow control, shutdown, stale socket files, abstract names) and Unix
-//! datagram endpoints.
+//! Unix-domain stream sockets: connections and servers (a 10 MB echo,
+//! half-close, flow control, abort, graceful shutdown, stale socket files,
+//! abstract names, connect errors and a full backlog). Unix datagram
+//! endpoints are in `unix_datagram.rs`.
 //!
 //! Socket paths live in the temp dir under unique names and are removed
 //! by a guard, so a failing test leaves nothing behind.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protoloop::{
-    CloseReason, Error, EventLoop, Handle, Protocol, SocketAddress, Transport, UnixAddr,
-    UnixServerOptions,
+    CloseReason, Error, EventLoop, Protocol, SocketAddress, Transport, UnixAddr, UnixServerOptions,
 };
 
-/// How long any wait in these tests may take.
-const WAIT: Duration = Duration::from_secs(5);
+mod net_support;
 
-/// A unique socket path in the temp dir, removed on drop.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(what: &str) -> TempPath {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("protoloop-{}-{what}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        TempPath(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A unique abstract name.
-fn abstract_name(what: &str) -> UnixAddr {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    UnixAddr::abstract_name(format!("protoloop-{}-{what}-{n}", std::process::id()))
-}
-
-/// Run `fut` on `lp`, failing the test if it takes longer than [`WAIT`].
-fn run<F>(lp: &EventLoop, fut: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let h = lp.handle();
-    lp.run_until_complete(async move { h.timeout(WAIT * 2, fut).await })
-        .expect("loop stopped before the test finished")
-        .unwrap_or_else(|_| panic!("test body did not finish within {:?}", WAIT * 2))
-}
-
-/// Poll `cond` every millisecond until it holds; panic after [`WAIT`].
-async fn wait_until(h: &Handle, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        h.sleep(Duration::from_millis(1)).await;
-    }
-}
+use net_support::{TempPath, abstract_name, run, wait_until};
 
 /// Echoes everything; stops reading while its own writes are paused, so
 /// a fast sender cannot make it buffer without bound.
