@@ -70,12 +70,16 @@ pub use event_loop::{
     LoopStats, RemoteHandle,
 };
 pub use protocol::{
-    Buffered, BufferedProtocol, CloseReason, Protocol, SubprocessProtocol, TimeoutKind,
+    Buffered, BufferedProtocol, CloseReason, DatagramProtocol, Protocol, SubprocessProtocol,
+    TimeoutKind,
 };
 pub use task::{FutureError, JoinError, JoinHandle, SettableFuture, sleep, spawn, timeout};
 pub use time::{CallbackHandle, TimerHandle};
 pub use transport::subprocess::{Process, Stdio, SubprocessOptions, SubprocessTransport};
 pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
 pub use transport::tls;
+pub use transport::udp::DatagramOptions;
 pub use transport::unix::{UnixAddr, UnixServerOptions};
-pub use transport::{ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats};
+pub use transport::{
+    DatagramTransport, ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats,
+};

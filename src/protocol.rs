@@ -371,3 +371,57 @@ pub trait SubprocessProtocol: 'static {
         let _ = status;
     }
 }
+
+/// A datagram protocol: the callbacks a datagram endpoint (UDP, Unix
+/// datagram) calls, asyncio's `DatagramProtocol`. Only
+/// `datagram_received` must be written.
+///
+/// The contract is the stream one: `connection_made` first, exactly once;
+/// `connection_lost` last, exactly once; nothing re-entrant; a panic
+/// aborts the endpoint with [`CloseReason::Panic`]. An error is not the
+/// end: after `error_received` the endpoint goes on.
+///
+/// ```
+/// use protoloop::{DatagramProtocol, DatagramTransport, SocketAddress};
+///
+/// /// Sends every datagram back where it came from.
+/// struct Echo(Option<DatagramTransport>);
+///
+/// impl DatagramProtocol for Echo {
+///     fn connection_made(&mut self, t: DatagramTransport) {
+///         self.0 = Some(t);
+///     }
+///     fn datagram_received(&mut self, data: &[u8], addr: SocketAddress) {
+///         let _ = self.0.as_ref().unwrap().sendto(data, addr);
+///     }
+/// }
+/// ```
+pub trait DatagramProtocol: 'static {
+    /// The endpoint is ready; keep `transport` to send and close.
+    fn connection_made(&mut self, transport: crate::transport::DatagramTransport) {
+        let _ = transport;
+    }
+
+    /// A datagram arrived from `addr`. The slice is only valid for this call.
+    fn datagram_received(&mut self, data: &[u8], addr: crate::transport::SocketAddress);
+
+    /// A send failed after the call that queued it returned, or the
+    /// kernel reported an error for an earlier datagram (an ICMP port or
+    /// host unreachable). `addr`: the destination the error concerns, when
+    /// the kernel says (Linux `IP_RECVERR`/`IPV6_RECVERR`). The endpoint
+    /// keeps working.
+    fn error_received(&mut self, error: io::Error, addr: Option<crate::transport::SocketAddress>) {
+        let _ = (error, addr);
+    }
+
+    /// The endpoint is closed; called exactly once, last.
+    fn connection_lost(&mut self, reason: CloseReason) {
+        let _ = reason;
+    }
+
+    /// The endpoint's send queue went above its high-water mark.
+    fn pause_writing(&mut self) {}
+
+    /// The endpoint's send queue drained to its low-water mark.
+    fn resume_writing(&mut self) {}
+}

@@ -30,15 +30,18 @@ use crate::error::{Error, Result};
 use crate::protocol::Protocol;
 
 pub(crate) mod buffer;
+pub(crate) mod datagram;
 pub mod pipe;
 pub(crate) mod server;
 pub(crate) mod stream;
 pub mod subprocess;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod unix;
 
 pub use buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use datagram::DatagramTransport;
 
 /// An address of either end of a connection.
 #[derive(Debug, Clone)]
