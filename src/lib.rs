@@ -80,6 +80,7 @@ pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
 pub use transport::tls;
 pub use transport::udp::DatagramOptions;
 pub use transport::unix::{UnixAddr, UnixServerOptions};
+pub use transport::unix_datagram::UnixDatagramOptions;
 pub use transport::{
     DatagramTransport, ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats,
 };

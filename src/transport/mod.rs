@@ -39,6 +39,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 pub mod unix;
+pub mod unix_datagram;
 
 pub use buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 pub use datagram::DatagramTransport;
