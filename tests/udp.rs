@@ -407,6 +407,16 @@ fn bad_destinations_and_options_are_clear_errors() {
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
+        // A remote address with no local address of its family.
+        let e = h
+            .create_datagram_endpoint(
+                Recorder::default,
+                local("127.0.0.1:0").remote_addr("[::1]:9"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{e}");
+        assert!(e.to_string().contains("same family"), "{e}");
 
         // A taken port without SO_REUSEPORT; with it on both, two sockets share.
         let taken = inet(&t.local_addr().unwrap());

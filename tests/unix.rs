@@ -479,6 +479,11 @@ fn connect_errors_are_clear() {
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::ConnectionRefused), "{e}");
+        let e = h
+            .create_unix_connection(Echo::new, UnixAddr::path("\0not-abstract"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
         let long = "x".repeat(200);
         let e = h
             .create_unix_connection(Echo::new, long.as_str())
