@@ -630,3 +630,20 @@ fn a_panic_aborts_that_endpoint_only() {
         wait_until(&h, "the echo", || p.with(|p| p.got.len() == 1)).await;
     });
 }
+
+#[test]
+fn closing_the_loop_closes_its_endpoints() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    // An echo keeps its transport: a reference cycle only the loop can break.
+    let addr = run(&lp, async move {
+        let (t, _) = echo(&h).await;
+        inet(&t.local_addr().unwrap())
+    });
+    assert!(
+        UdpSocket::bind(addr).is_err(),
+        "the endpoint holds its port"
+    );
+    drop(lp);
+    UdpSocket::bind(addr).expect("the port is free once the loop is gone");
+}

@@ -330,3 +330,20 @@ fn unix_datagram_unconnected_sender_retries_when_another_filled_the_queue() {
         drop(other);
     });
 }
+
+#[test]
+fn closing_the_loop_closes_endpoints_and_removes_their_files() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("dgram-loopclose");
+    // The protocol keeps its transport: a cycle only the loop can break.
+    let (_t, _p) = dgram(
+        &h,
+        DgramRecorder::default,
+        UnixDatagramOptions::default().local_addr(path.path()),
+    );
+    assert!(path.path().exists());
+    drop(h);
+    drop(lp);
+    assert!(!path.path().exists(), "the socket file went with the loop");
+}

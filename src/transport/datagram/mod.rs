@@ -399,4 +399,24 @@ impl<S: DatagramSocket> IoHandler for DatagramEndpoint<S> {
             self.read_ready();
         }
     }
+
+    fn loop_closed(&self) {
+        // No callback can run any more, so no connection_lost: close the
+        // socket (removing a Unix socket file it made) and drop the
+        // protocol, which usually holds this endpoint's handle.
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.lost = true;
+            st.closing = true;
+            st.queue.clear();
+            st.errors.clear();
+            st.retry.take()
+        };
+        drop(timer);
+        self.token.take();
+        let sock = self.sock.borrow_mut().take();
+        drop(sock);
+        let proto = self.protocol.borrow_mut().take();
+        drop(proto);
+    }
 }
