@@ -14,6 +14,13 @@
 //! [`Handle::create_subprocess_exec`] gives a [`Process`] with asyncio's
 //! `communicate()`.
 //!
+//! Unix-domain sockets have the TCP API: [`Handle::create_unix_connection`]
+//! and [`Handle::create_unix_server`] (paths or Linux abstract names, see
+//! [`UnixAddr`]). Datagrams go through a [`DatagramProtocol`] and its
+//! [`DatagramTransport`]: [`Handle::create_datagram_endpoint`] for UDP
+//! (broadcast, multicast, and ICMP errors attributed to their destination
+//! on Linux) and [`Handle::create_unix_datagram_endpoint`].
+//!
 //! # An echo server
 //!
 //! ```
