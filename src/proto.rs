@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Each message also implements [`prost::Name`], whose full name
-//! (`"customer.Reply"`) appears in decode errors.
+//! (`"customer.Reply"`) appears in decode errors, and
+//! [`Required`](crate::codec::Required), listing its required fields: a
+//! frame without one of them is refused when decoded, as protobuf does.
 
 // Generated code: the schemas' comments become docs where present, but not
 // every field has one.
@@ -45,3 +47,7 @@ pub mod adder {
 pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/rpc.rs"));
 }
+
+// `impl Required` for each message above with required fields, and the
+// `TypeId` lookup the codec uses (see `build.rs`).
+include!(concat!(env!("OUT_DIR"), "/required.rs"));

@@ -29,7 +29,7 @@ fn jane() -> String {
 }
 
 /// Encode to the demo's exact bytes, and decode them back.
-fn check_vector<M: Message + Default + PartialEq + std::fmt::Debug>(m: M, hex: &str) {
+fn check_vector<M: Message + Default + PartialEq + std::fmt::Debug + 'static>(m: M, hex: &str) {
     let wire = unhex(hex);
     assert_eq!(framed(&m), wire, "{m:?}");
     let mut codec = MessageCodec::<M>::new();

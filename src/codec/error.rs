@@ -45,6 +45,16 @@ pub enum CodecError {
         /// prost's description of what is wrong.
         source: prost::DecodeError,
     },
+    /// A frame decoded, but a proto2 `required` field of the message is
+    /// not in it (prost alone would have given the field its default).
+    MissingRequired {
+        /// The message's full protobuf name, e.g. `"bank.GetBalance"`.
+        message: &'static str,
+        /// The missing field's name.
+        field: &'static str,
+        /// The missing field's number.
+        tag: u32,
+    },
     /// The stream ended in the middle of a frame: its bytes are reported,
     /// not dropped silently.
     PartialFrame {
@@ -81,6 +91,15 @@ impl fmt::Display for CodecError {
                 f,
                 "undecodable frame: expected a {expected} message, \
                  got {length} bytes that do not decode as one ({source})"
+            ),
+            CodecError::MissingRequired {
+                message,
+                field,
+                tag,
+            } => write!(
+                f,
+                "missing required field: expected a {message} with field {tag} ({field}), \
+                 got one without it"
             ),
             CodecError::PartialFrame {
                 buffered,

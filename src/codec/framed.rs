@@ -36,8 +36,10 @@ use crate::transport::Transport;
 /// }
 /// ```
 pub trait MessageHandler: 'static {
-    /// The messages received.
-    type In: prost::Message + Default;
+    /// The messages received. `'static` so that the codec can find the
+    /// required fields of the crate's generated messages by type
+    /// ([`RequiredFields::of`](super::RequiredFields::of)).
+    type In: prost::Message + Default + 'static;
     /// The messages sent.
     type Out: prost::Message;
 
@@ -106,7 +108,8 @@ enum Eof {
 /// handler's `connection_lost` gets [`CloseReason::Protocol`] with a
 /// [`CodecError`]: `FrameTooLarge` (naming the length and the limit) when
 /// a length prefix is over the limit, `Decode` when a frame is not a valid
-/// message, `PartialFrame` when the stream ends inside a frame. Frames
+/// message, `MissingRequired` when it lacks a proto2 `required` field,
+/// `PartialFrame` when the stream ends inside a frame. Frames
 /// before the bad one are delivered first.
 ///
 /// ```
@@ -164,9 +167,31 @@ impl<H: MessageHandler> Framed<H> {
     /// # let _ = protocol;
     /// ```
     pub fn with_framing(handler: H, framing: FrameCodec) -> Self {
+        Framed::with_codec(handler, MessageCodec::with_framing(framing))
+    }
+
+    /// Frame `handler`'s messages with `codec`: its framing, and the
+    /// required fields it checks ([`MessageCodec::required`]).
+    ///
+    /// ```
+    /// use protoloop::codec::{Framed, MessageCodec, MessageHandler, RequiredFields};
+    /// # #[derive(Clone, PartialEq, prost::Message)]
+    /// # struct Ping { #[prost(int32, required, tag = "1")] seq: i32 }
+    /// # struct Sink;
+    /// # impl MessageHandler for Sink {
+    /// #     type In = Ping;
+    /// #     type Out = Ping;
+    /// #     fn message_received(&mut self, _: Self::In) {}
+    /// # }
+    /// // `Ping` comes from another crate's schema: `required int32 seq = 1;`
+    /// let codec = MessageCodec::new().required(Some(RequiredFields::new("demo.Ping", &[(1, "seq")])));
+    /// let protocol = Framed::with_codec(Sink, codec);
+    /// # let _ = protocol;
+    /// ```
+    pub fn with_codec(handler: H, codec: MessageCodec<H::In, H::Out>) -> Self {
         Framed {
             handler,
-            codec: MessageCodec::with_framing(framing),
+            codec,
             buf: BytesMut::new(),
             link: None,
             eof: Eof::Open,

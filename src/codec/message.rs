@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{CodecError, FrameCodec};
+use super::{CodecError, FrameCodec, RequiredFields};
 
 /// Decodes frames into `In` messages and encodes `Out` messages into
 /// frames: a `tokio_util::codec` [`Decoder`] and [`Encoder`] on a plain
@@ -15,6 +15,11 @@ use super::{CodecError, FrameCodec};
 /// A message is encoded straight after its length prefix, with no
 /// intermediate copy; an oversize message is refused before anything is
 /// written.
+///
+/// A decoded message missing one of its proto2 `required` fields is
+/// refused with [`CodecError::MissingRequired`]. The crate's own messages
+/// ([`proto`](crate::proto)) are checked without being asked; give other
+/// messages' fields with [`required`](Self::required).
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -31,6 +36,8 @@ use super::{CodecError, FrameCodec};
 /// ```
 pub struct MessageCodec<In, Out = In> {
     frames: FrameCodec,
+    /// Checked on each decoded frame.
+    required: Option<RequiredFields>,
     // `fn` keeps the codec `Send`/`Sync` whatever the message types are.
     _types: PhantomData<fn(Out) -> In>,
 }
@@ -41,6 +48,7 @@ impl<In, Out> fmt::Debug for MessageCodec<In, Out> {
             .field("in", &std::any::type_name::<In>())
             .field("out", &std::any::type_name::<Out>())
             .field("frames", &self.frames)
+            .field("required", &self.required)
             .finish()
     }
 }
@@ -49,18 +57,19 @@ impl<In, Out> Clone for MessageCodec<In, Out> {
     fn clone(&self) -> Self {
         MessageCodec {
             frames: self.frames.clone(),
+            required: self.required,
             _types: PhantomData,
         }
     }
 }
 
-impl<In, Out> Default for MessageCodec<In, Out> {
+impl<In: 'static, Out> Default for MessageCodec<In, Out> {
     fn default() -> Self {
         MessageCodec::new()
     }
 }
 
-impl<In, Out> MessageCodec<In, Out> {
+impl<In: 'static, Out> MessageCodec<In, Out> {
     /// The demo's framing ([`FrameCodec::new`]).
     pub fn new() -> Self {
         MessageCodec::with_framing(FrameCodec::new())
@@ -79,8 +88,45 @@ impl<In, Out> MessageCodec<In, Out> {
     pub fn with_framing(frames: FrameCodec) -> Self {
         MessageCodec {
             frames,
+            required: RequiredFields::of::<In>(),
             _types: PhantomData,
         }
+    }
+}
+
+impl<In, Out> MessageCodec<In, Out> {
+    /// Check decoded messages for these required fields (`None`: check
+    /// nothing), in place of those of the crate's own generated `In`, if
+    /// any ([`RequiredFields::of`]).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use protoloop::codec::{CodecError, MessageCodec, RequiredFields};
+    /// use tokio_util::codec::Decoder;
+    ///
+    /// /// A message from elsewhere: `required int32 a = 1;`
+    /// #[derive(Clone, PartialEq, prost::Message)]
+    /// struct Ping {
+    ///     #[prost(int32, required, tag = "1")]
+    ///     a: i32,
+    /// }
+    ///
+    /// let mut codec = MessageCodec::<Ping>::new()
+    ///     .required(Some(RequiredFields::new("demo.Ping", &[(1, "a")])));
+    /// let mut wire = BytesMut::from(&b"\x00\x00"[..]); // an empty frame
+    /// assert!(matches!(
+    ///     codec.decode(&mut wire),
+    ///     Err(CodecError::MissingRequired { tag: 1, .. })
+    /// ));
+    /// ```
+    pub fn required(mut self, fields: Option<RequiredFields>) -> Self {
+        self.required = fields;
+        self
+    }
+
+    /// The required fields checked on decode, if any.
+    pub fn required_fields(&self) -> Option<RequiredFields> {
+        self.required
     }
 
     /// The frame codec underneath.
@@ -89,16 +135,38 @@ impl<In, Out> MessageCodec<In, Out> {
     }
 }
 
-impl<In: prost::Message + Default, Out> MessageCodec<In, Out> {
-    /// Decode one frame's payload as an `In`.
+impl<In: prost::Message + Default + 'static, Out> MessageCodec<In, Out> {
+    /// Decode one frame's payload as an `In`, checking the required fields
+    /// of the crate's own generated messages ([`RequiredFields::of`]).
     pub fn decode_payload(payload: Bytes) -> Result<In, CodecError> {
-        let length = payload.len();
-        In::decode(payload).map_err(|source| CodecError::Decode {
-            expected: std::any::type_name::<In>(),
-            length,
-            source,
-        })
+        decode_checked(payload, RequiredFields::of::<In>())
     }
+}
+
+impl<In: prost::Message + Default, Out> MessageCodec<In, Out> {
+    /// Decode one frame's payload as an `In`, checking this codec's
+    /// required fields.
+    pub fn decode_message(&self, payload: Bytes) -> Result<In, CodecError> {
+        decode_checked(payload, self.required)
+    }
+}
+
+/// prost's decode, then one scan for missing required fields. Decoding
+/// first leaves malformed bytes to prost's more precise error.
+fn decode_checked<M: prost::Message + Default>(
+    payload: Bytes,
+    required: Option<RequiredFields>,
+) -> Result<M, CodecError> {
+    let length = payload.len();
+    let message = M::decode(payload.clone()).map_err(|source| CodecError::Decode {
+        expected: std::any::type_name::<M>(),
+        length,
+        source,
+    })?;
+    if let Some(required) = required {
+        required.check(&payload)?;
+    }
+    Ok(message)
 }
 
 impl<In, Out: prost::Message> MessageCodec<In, Out> {
@@ -138,14 +206,14 @@ impl<In: prost::Message + Default, Out> Decoder for MessageCodec<In, Out> {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
         match self.frames.decode(src)? {
-            Some(frame) => Self::decode_payload(frame.freeze()).map(Some),
+            Some(frame) => self.decode_message(frame.freeze()).map(Some),
             None => Ok(None),
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
         match self.frames.decode_eof(src)? {
-            Some(frame) => Self::decode_payload(frame.freeze()).map(Some),
+            Some(frame) => self.decode_message(frame.freeze()).map(Some),
             None => Ok(None),
         }
     }

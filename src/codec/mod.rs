@@ -39,17 +39,20 @@
 //! # Errors
 //!
 //! Everything refused is a [`CodecError`]: too large (on send nothing is
-//! written), not a valid message, cut short at the end of the stream, or
-//! sent on a closed connection.
+//! written), not a valid message (including a proto2 message missing a
+//! `required` field: see [`Required`]), cut short at the end of the
+//! stream, or sent on a closed connection.
 
 mod error;
 mod frame;
 mod framed;
 mod message;
+mod required;
 pub(crate) mod sender;
 
 pub use error::CodecError;
 pub use frame::{DEFAULT_MAX_FRAME_LENGTH, FrameCodec, FrameCodecBuilder, LengthPrefix};
 pub use framed::{Framed, MessageHandler};
 pub use message::MessageCodec;
+pub use required::{Required, RequiredFields};
 pub use sender::MessageSender;
