@@ -13,6 +13,8 @@ use rustls::{AlertDescription, CertificateError};
 // The crate root of a test target looks for modules beside it, so the
 // files under tests/tls/ are named explicitly (cargo does not build them
 // as targets of their own).
+#[path = "tls/abort.rs"]
+mod abort;
 #[path = "tls/closing.rs"]
 mod closing;
 #[path = "tls/interop.rs"]

@@ -14,7 +14,7 @@ impl TransportImpl for TlsLayer {
     fn write(&self, data: &[u8]) -> Result<()> {
         {
             let st = self.st.borrow();
-            if st.lost || st.closing {
+            if st.ending() {
                 return closed();
             }
             if st.eof_pending || st.eof_written {
@@ -51,7 +51,7 @@ impl TransportImpl for TlsLayer {
     fn write_eof(&self) -> Result<()> {
         let handshaking = {
             let mut st = self.st.borrow_mut();
-            if st.lost || st.closing {
+            if st.ending() {
                 return closed();
             }
             if st.eof_pending || st.eof_written {
@@ -78,7 +78,7 @@ impl TransportImpl for TlsLayer {
     fn close(&self) {
         let hs = {
             let mut st = self.st.borrow_mut();
-            if st.lost || st.closing {
+            if st.ending() {
                 return;
             }
             st.closing = true;
@@ -119,8 +119,7 @@ impl TransportImpl for TlsLayer {
     }
 
     fn is_closing(&self) -> bool {
-        let st = self.st.borrow();
-        st.lost || st.closing
+        self.st.borrow().ending()
     }
 
     fn pause_reading(&self) {
@@ -142,7 +141,7 @@ impl TransportImpl for TlsLayer {
 
     fn is_reading(&self) -> bool {
         let st = self.st.borrow();
-        !(st.lost || st.closing || st.user_paused || st.eof_delivered)
+        !(st.ending() || st.user_paused || st.eof_delivered)
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {

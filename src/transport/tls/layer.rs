@@ -89,6 +89,16 @@ pub(super) struct State {
     pub(super) lost: bool,
 }
 
+impl State {
+    /// The connection is going down: closed or aborted by the user, or
+    /// the stream below told to close (after an error or the end of both
+    /// directions). Writes are refused from then on, as they could no
+    /// longer reach the peer.
+    pub(super) fn ending(&self) -> bool {
+        self.lost || self.closing || self.hs == Hs::Failed || self.shutdown == Shutdown::Lower
+    }
+}
+
 /// One TLS connection: see the module docs.
 pub(crate) struct TlsLayer {
     pub(super) handle: Handle,
@@ -290,6 +300,10 @@ impl TlsLayer {
                 return;
             }
             st.final_reason = Some(reason.clone());
+            // As on TCP: closing from now on (writes refused), and
+            // nothing but `connection_lost` reaches the protocol.
+            st.closing = true;
+            st.plain_in.clear();
         }
         if self.st.borrow().hs == Hs::Pending {
             self.settle_handshake(Err(Error::TlsHandshake(reason)));

@@ -1,0 +1,96 @@
+//! `abort()` and pausing on a TLS transport: what the protocol sees
+//! after it aborts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use protoloop::{CloseReason, ConnectOptions, EventLoop, Protocol, ServerOptions, Transport};
+
+use super::support::*;
+
+/// Writes `data` and closes (a `close_notify` right behind the data).
+struct SayAndClose(&'static [u8]);
+
+impl Protocol for SayAndClose {
+    fn connection_made(&mut self, t: Transport) {
+        t.write(self.0).unwrap();
+        t.close();
+    }
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+/// Aborts on its first data; records what the transport answers then
+/// and every callback.
+#[derive(Default)]
+struct AbortOnData {
+    t: Option<Transport>,
+    order: Rc<RefCell<Vec<String>>>,
+}
+
+impl Protocol for AbortOnData {
+    fn connection_made(&mut self, t: Transport) {
+        self.order.borrow_mut().push("made".into());
+        self.t = Some(t);
+    }
+    fn data_received(&mut self, _: &[u8]) {
+        self.order.borrow_mut().push("data".into());
+        let t = self.t.as_ref().unwrap();
+        t.abort();
+        self.order
+            .borrow_mut()
+            .push(format!("closing={}", t.is_closing()));
+        self.order
+            .borrow_mut()
+            .push(format!("write_refused={}", t.write(b"late").is_err()));
+    }
+    fn eof_received(&mut self) -> bool {
+        self.order.borrow_mut().push("eof".into());
+        false
+    }
+    fn connection_lost(&mut self, reason: CloseReason) {
+        self.order.borrow_mut().push(format!("lost {reason:?}"));
+    }
+}
+
+/// After `abort()` the TLS transport is closing, refuses writes (rather
+/// than dropping them silently), and calls nothing but `connection_lost`,
+/// as TCP does.
+#[test]
+fn abort_refuses_writes_and_stops_callbacks_at_once() {
+    let pki = pki();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let server = h
+        .create_server(
+            || SayAndClose(b"hello"),
+            "127.0.0.1:0",
+            ServerOptions::default().tls(pki.server()),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    let opts = ConnectOptions::default().tls(pki.client(), localhost());
+    lp.run_until_complete(async move {
+        let _conn = h
+            .create_connection(move || AbortOnData { t: None, order: o }, addr, opts)
+            .await
+            .unwrap();
+        wait_for(&h, "connection_lost", LIMIT, || {
+            order.borrow().iter().any(|s| s.starts_with("lost"))
+        })
+        .await;
+        assert_eq!(
+            *order.borrow(),
+            [
+                "made",
+                "data",
+                "closing=true",
+                "write_refused=true",
+                "lost LocalAbort"
+            ]
+        );
+        server.close();
+    })
+    .unwrap();
+}
