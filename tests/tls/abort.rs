@@ -1,9 +1,11 @@
 //! `abort()` and pausing on a TLS transport: what the protocol sees
-//! after it aborts.
+//! after it aborts, and how much a paused upgraded connection buffers.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
+use protoloop::tls::{self, TlsClient};
 use protoloop::{CloseReason, ConnectOptions, EventLoop, Protocol, ServerOptions, Transport};
 
 use super::support::*;
@@ -90,6 +92,71 @@ fn abort_refuses_writes_and_stops_callbacks_at_once() {
                 "lost LocalAbort"
             ]
         );
+        server.close();
+    })
+    .unwrap();
+}
+
+/// Writes `total` bytes in 64 KiB pieces as soon as it is connected.
+struct Flood(usize);
+
+impl Protocol for Flood {
+    fn connection_made(&mut self, t: Transport) {
+        let chunk = vec![0x5a; 64 * 1024];
+        for _ in 0..self.0 / chunk.len() {
+            t.write(&chunk).unwrap();
+        }
+    }
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+/// Counts plaintext.
+#[derive(Default)]
+struct Count(usize);
+
+impl Protocol for Count {
+    fn data_received(&mut self, d: &[u8]) {
+        self.0 += d.len();
+    }
+}
+
+/// Reading paused on the upgraded transport before the handshake is done
+/// must pause the socket once it is: otherwise everything the peer sends
+/// is decrypted into memory while the protocol is paused.
+#[test]
+fn reading_paused_during_start_tls_handshake_pauses_the_socket_after_it() {
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let pki = pki();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let server = h
+        .create_server(
+            || Flood(TOTAL),
+            "127.0.0.1:0",
+            ServerOptions::default().tls(pki.server()),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let client = TlsClient::new(pki.client(), localhost());
+    lp.run_until_complete(async move {
+        let (plain, proto) = h
+            .create_connection(Count::default, addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        let up = tls::start_tls(&plain, client, b"").unwrap();
+        let t = up.transport();
+        t.pause_reading();
+        up.handshake().await.unwrap();
+        h.sleep(Duration::from_millis(20)).await;
+        assert!(!t.is_reading());
+        assert!(
+            !plain.is_reading(),
+            "the socket below must be paused while the protocol is"
+        );
+        assert_eq!(proto.with(|p| p.0), 0, "nothing delivered while paused");
+        t.resume_reading();
+        wait_for(&h, "all the data", LIMIT, || proto.with(|p| p.0) == TOTAL).await;
+        t.close();
         server.close();
     })
     .unwrap();

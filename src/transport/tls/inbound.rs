@@ -40,6 +40,10 @@ impl TlsLayer {
         let info = self.session.borrow().info();
         self.st.borrow_mut().info = Some(info.clone());
         self.settle_handshake(Ok(info));
+        // The stream read on through the handshake whatever the user
+        // asked; a pause asked for meanwhile takes effect now, or the
+        // peer's data would pile up in `plain_in` unread.
+        self.update_reading();
         // The plaintext held during the handshake was released to rustls.
         self.flush_output();
         let connect = {
