@@ -335,7 +335,8 @@ impl FrameCodecBuilder {
 
     /// The longest payload to send or accept, in bytes. Values beyond what
     /// the prefix can express are lowered to that (65,535 for the 2-byte
-    /// prefix).
+    /// prefix), and values beyond what a buffer can hold to just under
+    /// `isize::MAX`.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -361,7 +362,13 @@ impl FrameCodecBuilder {
 
     /// The codec.
     pub fn build(self) -> FrameCodec {
-        let limit = usize::try_from(self.prefix.max_length()).unwrap_or(usize::MAX);
+        // No buffer holds more than `isize::MAX` bytes; keeping the prefix
+        // and the payload under that also keeps their sum from
+        // overflowing on a length a peer announces.
+        let buffer_limit = isize::MAX as usize - MAX_VARINT_LEN;
+        let limit = usize::try_from(self.prefix.max_length())
+            .unwrap_or(usize::MAX)
+            .min(buffer_limit);
         let max = self.max.unwrap_or(DEFAULT_MAX_FRAME_LENGTH).min(limit);
         let (decoder, encoder) = match self.prefix {
             LengthPrefix::Varint => (None, None),
@@ -439,6 +446,25 @@ mod tests {
             codec.decode(&mut buf),
             Err(CodecError::BadVarint { bytes: 10 })
         ));
+    }
+
+    #[test]
+    fn varint_length_beyond_any_buffer_is_too_large_even_without_a_limit() {
+        let mut codec = FrameCodec::builder()
+            .length_prefix(LengthPrefix::Varint)
+            .max_frame_length(usize::MAX)
+            .build();
+        // u64::MAX: the prefix plus that many bytes would overflow usize.
+        let mut buf =
+            BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..]);
+        match codec.decode(&mut buf) {
+            Err(CodecError::FrameTooLarge { length, max }) => {
+                assert_eq!(length, u64::MAX);
+                assert!(max < usize::MAX, "{max}");
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert_eq!(buf.len(), 10, "nothing consumed");
     }
 
     #[test]
