@@ -113,6 +113,30 @@ fn eof_waits_for_frames_held_by_a_pause() {
 }
 
 #[test]
+fn eof_deferred_by_a_pause_on_the_last_frame_comes_after_resume() {
+    in_loop(async |h| {
+        // Paused from the start; the second frame pauses again.
+        let rig = Rig::new(|r| {
+            r.pause_on_connect = true;
+            r.pause_at = Some(2);
+        });
+        rig.feed(&wire_of(names(2)));
+        rig.sender().resume_reading();
+        // The transport reads the EOF before the resume's delivery runs:
+        // both frames go out from eof_received, and the last one pauses,
+        // leaving no bytes buffered, only the EOF.
+        assert!(rig.eof(), "keep the connection while the EOF waits");
+        assert_eq!(rig.got(), names(2));
+        tick(&h).await;
+        assert_eq!(rig.log.eofs.get(), 0, "paused: the EOF waits");
+        rig.sender().resume_reading();
+        tick(&h).await;
+        assert_eq!(rig.log.eofs.get(), 1, "the EOF is not lost");
+        assert!(rig.fake.closing.get());
+    });
+}
+
+#[test]
 fn partial_frame_behind_a_pause_is_reported_after_resume() {
     in_loop(async |h| {
         let rig = Rig::new(|r| r.pause_at = Some(1));

@@ -156,3 +156,36 @@ fn panicking_async_handler_aborts_its_connection() {
         server.close();
     });
 }
+
+/// The peer's EOF read while the service is paused (too many requests
+/// waiting) with its last request then delivered: once every reply is
+/// sent the connection must still close, not stay half-open for ever.
+#[test]
+fn half_close_behind_a_full_pipeline_still_closes_after_the_replies() {
+    run(|h| async move {
+        let gated = GatedAdder::new(&h, 3);
+        let svc = gated.service().max_pending(1);
+        let server = serve(&h, move || svc.protocol());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let lost = Rc::new(Cell::new(false));
+        let (g, l) = (got.clone(), lost.clone());
+        let (t, _) = h
+            .create_connection(
+                move || Framed::new(Replies(g, l)),
+                addr(&server),
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        t.write(&frames((0..3).map(|i| add(i, 1)))).unwrap();
+        t.write_eof().unwrap();
+        for i in 0..3 {
+            until(&h, || gated.seen.get() == i + 1).await;
+            gated.gates.open(i);
+        }
+        until(&h, || got.borrow().len() == 3).await;
+        assert_eq!(*got.borrow(), vec![1, 2, 3]);
+        until(&h, || lost.get()).await;
+        server.close();
+    });
+}

@@ -237,7 +237,15 @@ impl<H: MessageHandler> Framed<H> {
                 Err(e) => return self.fail(e),
             }
         }
-        link.backlog.set(!self.failed && !self.buf.is_empty());
+        self.update_backlog(link);
+    }
+
+    /// Tell the sender whether a resume has anything to hand over: bytes
+    /// that may hold frames, or an EOF that waited behind the pause (which
+    /// no new bytes will ever bring back).
+    fn update_backlog(&self, link: &Link) {
+        let pending = !self.buf.is_empty() || self.eof == Eof::Deferred;
+        link.backlog.set(!self.failed && pending);
     }
 
     /// Deliver, then pass on an EOF that waited for the frames before it.
@@ -256,6 +264,7 @@ impl<H: MessageHandler> Framed<H> {
                 link.real.close();
             }
         }
+        self.update_backlog(&link);
     }
 
     /// Everything whole was delivered: hand the end of the stream to the
@@ -310,6 +319,7 @@ impl<H: MessageHandler> Protocol for Framed<H> {
             // Frames wait behind the pause: keep the connection until they
             // are delivered, then pass the EOF on (see `deliver`).
             self.eof = Eof::Deferred;
+            self.update_backlog(&link);
             return true;
         }
         self.pass_eof()
