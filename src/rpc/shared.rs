@@ -345,7 +345,8 @@ where
             Err(e) => return Call::failed(RpcError::Codec(e)),
         };
         drop(request);
-        let deadline = timeout.map(|t| self.handle.time() + t);
+        // Saturating: `Duration::MAX` means "never", as for `call_later`.
+        let deadline = timeout.map(|t| crate::time::after(self.handle.time(), t));
         let mut st = self.state.borrow_mut();
         if st.closed {
             return Call::failed(RpcError::Closed);
