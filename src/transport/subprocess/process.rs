@@ -295,10 +295,48 @@ async fn until<T>(
         match f(&mut s) {
             Some(v) => Poll::Ready(v),
             None => {
-                s.wakers.push(cx.waker().clone());
+                // Once per task: a task that polls again without an event
+                // in between (a read under a timeout, in a loop) would
+                // otherwise add a waker each time until output comes.
+                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{EventLoop, Stdio, SubprocessOptions};
+
+    /// A task that waits on a silent child again and again (a read under
+    /// a timeout, in a loop) must not pile up a waker per attempt.
+    #[test]
+    fn waiting_again_and_again_on_a_silent_child_keeps_one_waker() {
+        let lp = EventLoop::new().unwrap();
+        let h = lp.handle();
+        let opts = SubprocessOptions::default()
+            .stdin(Stdio::Null)
+            .kill_on_drop(true);
+        let p = h.create_subprocess_exec("sleep", ["30"], opts).unwrap();
+        let state = p.state.clone();
+        let wakers = lp
+            .run_until_complete(async move {
+                for _ in 0..50 {
+                    let r = h.timeout(Duration::from_millis(1), p.read_line(1)).await;
+                    assert!(r.is_err(), "the child prints nothing");
+                }
+                let n = state.borrow().wakers.len();
+                p.kill().unwrap();
+                p.wait().await.unwrap();
+                n
+            })
+            .unwrap();
+        assert!(wakers <= 1, "{wakers} wakers kept for one waiting task");
+    }
 }
