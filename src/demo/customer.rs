@@ -1,0 +1,102 @@
+//! The customer: one connection to the ATM per request, one
+//! `Request` out, one `Reply` back. [`Customer::send`] returns a future of
+//! the reply, as the talk's test client does.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::session::Kind;
+use super::wire::request;
+use crate::proto::customer::{Reply, Request};
+use crate::rpc::{RpcClient, RpcError, RpcOptions};
+use crate::{Address, Handle};
+
+/// A customer of the ATM at one address.
+///
+/// ```no_run
+/// use protoloop::demo::customer::Customer;
+/// use protoloop::EventLoop;
+///
+/// let lp = EventLoop::new().unwrap();
+/// let h = lp.handle();
+/// let jane = Customer::new(&h, "127.0.0.1:33333");
+/// let reply = lp.run_until_complete(jane.withdraw("Jane Doe", 100.0)).unwrap().unwrap();
+/// println!("success={} balance={}", reply.success, reply.balance);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Customer {
+    handle: Handle,
+    atm: Address,
+    timeout: Duration,
+}
+
+impl Customer {
+    /// A customer of the ATM at `atm`; each exchange gives up after 10 s.
+    pub fn new(handle: &Handle, atm: impl Into<Address>) -> Customer {
+        Customer {
+            handle: handle.clone(),
+            atm: atm.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Give up on an exchange (connecting included) after `timeout`
+    /// (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Customer {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connect, send `request`, and resolve to the ATM's reply. Fails
+    /// with [`RpcError::Connect`] if the ATM cannot be reached, with
+    /// [`RpcError::ConnectionLost`] if it closes without replying, and
+    /// with [`RpcError::Timeout`] if the whole exchange takes longer than
+    /// the customer's timeout.
+    pub fn send(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, RpcError>> + 'static {
+        let (h, atm, timeout) = (self.handle.clone(), self.atm.clone(), self.timeout);
+        async move {
+            let exchange = async {
+                let client =
+                    RpcClient::connect(&h, atm, RpcOptions::<Request, Reply>::new()).await?;
+                let reply = client.call(request).await;
+                client.close();
+                reply
+            };
+            match h.timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(RpcError::Timeout { after: timeout }),
+            }
+        }
+    }
+
+    /// Send a request of `kind`.
+    pub fn request(
+        &self,
+        kind: Kind,
+        customer_id: &str,
+        amount: f32,
+    ) -> impl Future<Output = Result<Reply, RpcError>> + 'static {
+        self.send(request(kind, customer_id, amount))
+    }
+
+    /// Withdraw `amount` from `customer_id`'s account.
+    pub fn withdraw(
+        &self,
+        customer_id: &str,
+        amount: f32,
+    ) -> impl Future<Output = Result<Reply, RpcError>> + 'static {
+        self.request(Kind::Withdraw, customer_id, amount)
+    }
+
+    /// Deposit `amount` into `customer_id`'s account.
+    pub fn deposit(
+        &self,
+        customer_id: &str,
+        amount: f32,
+    ) -> impl Future<Output = Result<Reply, RpcError>> + 'static {
+        self.request(Kind::Deposit, customer_id, amount)
+    }
+}
