@@ -13,15 +13,28 @@ use crate::{Address, Handle};
 
 /// A customer of the ATM at one address.
 ///
-/// ```no_run
+/// ```
+/// use protoloop::demo::atm::{Atm, AtmOptions};
+/// use protoloop::demo::bank::{Bank, BankServer};
 /// use protoloop::demo::customer::Customer;
 /// use protoloop::EventLoop;
 ///
 /// let lp = EventLoop::new().unwrap();
 /// let h = lp.handle();
-/// let jane = Customer::new(&h, "127.0.0.1:33333");
-/// let reply = lp.run_until_complete(jane.withdraw("Jane Doe", 100.0)).unwrap().unwrap();
-/// println!("success={} balance={}", reply.success, reply.balance);
+/// let bank = BankServer::start(&h, "127.0.0.1:0", Bank::demo().service()).unwrap();
+/// let opts = AtmOptions::new().bank(bank.local_addr()).listen("127.0.0.1:0");
+/// let (jane, anonymous) = lp.run_until_complete(async move {
+///     let atm = Atm::start(&h, opts).await.unwrap();
+///     let customer = Customer::new(&h, atm.local_addr());
+///     // Both sent at once; each future resolves to its own reply.
+///     let jane = h.spawn(customer.withdraw("Jane Doe", 100.0));
+///     let anonymous = h.spawn(customer.withdraw("Anonymous", 100.0));
+///     let replies = (jane.await.unwrap().unwrap(), anonymous.await.unwrap().unwrap());
+///     atm.shutdown(std::time::Duration::from_secs(1)).await;
+///     replies
+/// }).unwrap();
+/// assert_eq!((jane.success, jane.balance), (true, 0.0));
+/// assert_eq!((anonymous.success, anonymous.balance), (false, 0.0));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Customer {

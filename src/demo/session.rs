@@ -175,7 +175,7 @@ impl Session {
             ),
             (State::AwaitRequest, Event::Eof) => (
                 State::Done,
-                Action::Drop("customer closed the connection without a request".into()),
+                Action::Drop("closed the connection without a request".into()),
             ),
             (State::AwaitRequest, Event::Malformed(why)) => (
                 State::Done,
