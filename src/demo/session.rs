@@ -5,12 +5,14 @@
 //! ```text
 //!   AwaitRequest --Request--> AwaitBalance --Balance--> Done (reply, close)
 //!        |                        |
-//!        +--EOF / malformed--> Done (drop, one log line)
-//!                                 +--bank lost--> Done (drop, one log line)
+//!        +--EOF / malformed / lost--> Done (drop, one log line)
+//!                                 +--bank failed / customer lost--> Done (drop, one log line)
 //! ```
 //!
 //! A customer that half-closes after sending its request still gets its
 //! reply; frames after the first request are ignored, as in the original.
+//! Every way a session ends without a reply produces exactly one
+//! [`Action::Drop`], so the ATM logs one line per dropped customer.
 
 use std::fmt;
 
@@ -81,6 +83,9 @@ pub enum Event {
     Balance(f32),
     /// The bank connection was lost (or the bank call failed); why.
     BankFailed(String),
+    /// The customer's connection is gone (reset, or closed by us while
+    /// shutting down); why. Nothing can be sent any more.
+    Lost(String),
 }
 
 /// What the shell must do next.
@@ -138,6 +143,12 @@ impl Session {
         self.state == State::Done
     }
 
+    /// `true` while the request is waiting for the bank's answer (a
+    /// shutting-down ATM lets these finish).
+    pub fn awaits_bank(&self) -> bool {
+        matches!(self.state, State::AwaitBalance { .. })
+    }
+
     /// Feed one event; get the action to carry out.
     ///
     /// ```
@@ -164,7 +175,7 @@ impl Session {
             ),
             (State::AwaitRequest, Event::Eof) => (
                 State::Done,
-                Action::Drop("customer closed the connection without a request".into()),
+                Action::Drop("closed the connection without a request".into()),
             ),
             (State::AwaitRequest, Event::Malformed(why)) => (
                 State::Done,
@@ -177,6 +188,16 @@ impl Session {
             (State::AwaitBalance { .. }, Event::BankFailed(why)) => (
                 State::Done,
                 Action::Drop(format!("bank unavailable: {why}")),
+            ),
+            (State::AwaitRequest, Event::Lost(why)) => (
+                State::Done,
+                Action::Drop(format!("connection lost before a request: {why}")),
+            ),
+            (State::AwaitBalance { .. }, Event::Lost(why)) => (
+                State::Done,
+                Action::Drop(format!(
+                    "customer went away while waiting for the bank: {why}"
+                )),
             ),
             // A half-close after the request still gets the reply; extra
             // frames or bad bytes after the request are ignored.
@@ -249,11 +270,13 @@ mod tests {
     #[test]
     fn full_session() {
         let mut s = Session::new();
+        assert!(!s.awaits_bank());
         assert_eq!(
             s.handle(req(Kind::Deposit, 5.0)),
             Action::AskBank("Jane Doe".into())
         );
         assert!(!s.is_done());
+        assert!(s.awaits_bank());
         assert_eq!(
             s.handle(Event::Eof),
             Action::None,
@@ -292,6 +315,40 @@ mod tests {
             matches!(s.handle(Event::BankFailed("reset".into())), Action::Drop(m) if m.contains("reset"))
         );
         assert!(s.is_done());
+    }
+
+    #[test]
+    fn a_lost_connection_is_one_drop_whatever_the_state() {
+        let mut s = Session::new();
+        assert!(
+            matches!(s.handle(Event::Lost("reset".into())), Action::Drop(m) if m.contains("before a request"))
+        );
+        assert!(s.is_done());
+
+        let mut s = Session::new();
+        s.handle(req(Kind::Withdraw, 1.0));
+        assert!(
+            matches!(s.handle(Event::Lost("reset".into())), Action::Drop(m) if m.contains("waiting for the bank"))
+        );
+        assert_eq!(
+            s.handle(Event::Balance(5.0)),
+            Action::None,
+            "no reply to a lost customer"
+        );
+
+        // Dropped for bad input, then the connection goes: still one line.
+        let mut s = Session::new();
+        assert!(matches!(
+            s.handle(Event::Malformed("x".into())),
+            Action::Drop(_)
+        ));
+        assert_eq!(s.handle(Event::Lost("closed".into())), Action::None);
+
+        // Replied, then the connection goes: nothing to log.
+        let mut s = Session::new();
+        s.handle(req(Kind::Deposit, 1.0));
+        s.handle(Event::Balance(1.0));
+        assert_eq!(s.handle(Event::Lost("closed".into())), Action::None);
     }
 
     #[test]
