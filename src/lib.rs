@@ -91,3 +91,8 @@ pub use transport::unix_datagram::UnixDatagramOptions;
 pub use transport::{
     DatagramTransport, ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats,
 };
+
+/// The README's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
