@@ -160,7 +160,18 @@ impl Handle {
             waker: None,
         }));
         let s = slot.clone();
+        // Counts the job as in flight until it has run (or is dropped
+        // unrun), so a virtual clock does not jump past it.
+        struct InFlight(Arc<super::Shared>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.job_done();
+            }
+        }
+        self.inner.shared.job_started();
+        let in_flight = InFlight(self.inner.shared.clone());
         let job: Job = Box::new(move || {
+            let _in_flight = in_flight;
             let r = panic::catch_unwind(AssertUnwindSafe(f))
                 .map_err(|p| Error::ExecutorPanic(panic_message(&*p).into()));
             let waker = {

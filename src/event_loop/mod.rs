@@ -7,7 +7,8 @@
 //!    loop is stopping, otherwise until the next timer (none: block).
 //! 2. Poll mio and dispatch I/O readiness to transports and watchers.
 //! 3. Move callbacks sent from other threads to the ready queue.
-//! 4. With a virtual clock and nothing else to do, jump to the next timer.
+//! 4. With a virtual clock and nothing else to do (no callback, task or
+//!    executor job pending; auto-advance on), jump to the next timer.
 //! 5. Move due timers to the ready queue, in `(deadline, seq)` order.
 //! 6. Run the callbacks that were ready when this step began (FIFO);
 //!    callbacks they schedule wait for the next iteration.
@@ -45,6 +46,7 @@ mod executor;
 mod fd;
 mod remote;
 mod signals;
+mod virtual_time;
 
 pub use executor::ExecutorFuture;
 pub use remote::RemoteHandle;
@@ -105,6 +107,7 @@ pub(crate) struct Inner {
     stopping: Cell<bool>,
     running: Cell<bool>,
     closed: Cell<bool>,
+    auto_advance: Cell<bool>,
     pub(crate) shared: Arc<Shared>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
     slow_callback: Cell<Option<Duration>>,
@@ -193,6 +196,7 @@ impl EventLoop {
             stopping: Cell::new(false),
             running: Cell::new(false),
             closed: Cell::new(false),
+            auto_advance: Cell::new(true),
             shared: Arc::new(Shared::new(waker)),
             exception_handler: RefCell::new(None),
             slow_callback: Cell::new(None),
@@ -462,7 +466,9 @@ impl Handle {
         }
     }
 
-    fn run_forever(&self) -> Result<()> {
+    /// Make this loop the running one on this thread until the guard
+    /// drops. Fails if it is closed or a loop is already running here.
+    pub(crate) fn enter(&self) -> Result<Running<'_>> {
         let inner = &self.inner;
         if inner.closed.get() {
             return Err(Error::LoopClosed);
@@ -470,42 +476,50 @@ impl Handle {
         if inner.running.get() || Self::try_current().is_some() {
             return Err(Error::LoopRunning);
         }
-        struct Running<'a>(&'a Handle);
-        impl Drop for Running<'_> {
-            fn drop(&mut self) {
-                self.0.inner.running.set(false);
-                self.0.inner.stopping.set(false);
-                CURRENT.with(|c| *c.borrow_mut() = None);
-            }
-        }
         inner.running.set(true);
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
-        let _running = Running(self);
+        Ok(Running(self))
+    }
+
+    fn run_forever(&self) -> Result<()> {
+        let _running = self.enter()?;
         loop {
-            self.run_once()
+            self.run_once(true)
                 .map_err(|e| Error::io("polling for events", e))?;
-            if inner.stopping.get() {
+            if self.inner.stopping.get() {
                 break;
             }
         }
         Ok(())
     }
 
-    fn run_once(&self) -> io::Result<()> {
+    /// One iteration (see the module docs). With `wait` false it polls
+    /// without blocking and never moves a virtual clock. Returns `true` if
+    /// it did anything: dispatched I/O, ran a callback or a task.
+    pub(crate) fn run_once(&self, wait: bool) -> io::Result<bool> {
         let inner = &self.inner;
         let virtual_clock = inner.clock.is_virtual();
         let busy = |inner: &Inner| {
             inner.stopping.get() || !inner.ready.borrow().is_empty() || inner.shared.has_work()
         };
+        // A virtual clock jumps to the next timer only when nothing else
+        // can happen first: no work queued, no executor job in flight
+        // (its result would come "later" than a jump), auto-advance on.
+        let may_jump = |inner: &Inner| {
+            wait && inner.auto_advance.get() && !busy(inner) && !inner.shared.jobs_in_flight()
+        };
         let next = inner.timers.borrow_mut().next_deadline();
         inner.shared.set_sleeping(true);
-        let timeout = if busy(inner) {
+        let timeout = if !wait || busy(inner) {
             Some(Duration::ZERO)
         } else {
             match next {
-                Some(_) if virtual_clock => Some(Duration::ZERO),
-                Some(t) => Some(round_up_ms(until(t, inner.clock.now()))),
                 None => None,
+                Some(t) if !virtual_clock => Some(round_up_ms(until(t, inner.clock.now()))),
+                Some(t) if t <= inner.clock.now() || may_jump(inner) => Some(Duration::ZERO),
+                // Virtual time only moves when the test (or a jump) moves
+                // it: wait for I/O, a job's result or another thread.
+                Some(_) => None,
             }
         };
         let polled = inner.reactor.poll(timeout);
@@ -517,7 +531,7 @@ impl Handle {
         for cb in inner.shared.take_remote() {
             self.call_soon(cb);
         }
-        if virtual_clock && n == 0 && !busy(inner) {
+        if virtual_clock && n == 0 && may_jump(inner) {
             if let Some(t) = inner.timers.borrow_mut().next_deadline() {
                 inner.clock.advance_to(t);
             }
@@ -550,7 +564,7 @@ impl Handle {
                 None => break,
             }
         }
-        Ok(())
+        Ok(n > 0 || ntodo > 0 || ntasks > 0)
     }
 
     fn run_until_complete<F>(&self, future: F) -> Result<F::Output>
@@ -609,6 +623,18 @@ impl Handle {
             timers: self.inner.timers.borrow().len(),
             sources: self.inner.reactor.len(),
         }
+    }
+}
+
+/// The loop is running on this thread while this lives (see
+/// [`Handle::enter`]).
+pub(crate) struct Running<'a>(&'a Handle);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.inner.running.set(false);
+        self.0.inner.stopping.set(false);
+        CURRENT.with(|c| *c.borrow_mut() = None);
     }
 }
 

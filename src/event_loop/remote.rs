@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     remote: Mutex<Vec<RemoteCallback>>,
     runnables: Mutex<VecDeque<Runnable>>,
     pending: AtomicUsize,
+    /// Executor jobs submitted and not yet finished or dropped.
+    jobs: AtomicUsize,
     sleeping: AtomicBool,
     closed: AtomicBool,
     waker: mio::Waker,
@@ -36,6 +38,7 @@ impl Shared {
             remote: Mutex::new(Vec::new()),
             runnables: Mutex::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
+            jobs: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             waker,
@@ -56,6 +59,23 @@ impl Shared {
     /// Anything queued from any thread?
     pub(crate) fn has_work(&self) -> bool {
         self.pending.load(Ordering::SeqCst) > 0
+    }
+
+    /// An executor job was submitted.
+    pub(crate) fn job_started(&self) {
+        self.jobs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An executor job finished (after waking its task) or was dropped.
+    /// Wakes the loop: a virtual clock may now jump.
+    pub(crate) fn job_done(&self) {
+        self.jobs.fetch_sub(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Any executor job in flight?
+    pub(crate) fn jobs_in_flight(&self) -> bool {
+        self.jobs.load(Ordering::SeqCst) > 0
     }
 
     pub(crate) fn push_remote(&self, cb: RemoteCallback) -> Result<()> {

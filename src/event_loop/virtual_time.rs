@@ -1,0 +1,176 @@
+//! Driving a loop step by step from a test: run what is ready without
+//! blocking, and move a virtual clock timer by timer.
+//!
+//! A virtual-clock loop ([`EventLoop::new_virtual`]) normally jumps to the
+//! next timer by itself whenever it would otherwise wait ("auto-advance").
+//! That suits tests that only use in-memory transports. A test that mixes
+//! virtual time with real sockets turns auto-advance off
+//! ([`Handle::set_auto_advance`]): the loop then waits for I/O as usual and
+//! time moves only through [`EventLoop::advance`] /
+//! [`EventLoop::advance_to`], so no timeout fires while bytes are still in
+//! flight on loopback.
+
+use std::time::{Duration, Instant};
+
+use super::{EventLoop, Handle};
+use crate::error::{Error, Result};
+
+/// Iterations [`EventLoop::run_until_idle`] runs before it decides a
+/// callback or task reschedules itself forever.
+const MAX_IDLE_ITERATIONS: usize = 200_000;
+/// Timer deadlines [`EventLoop::advance_to`] steps through at most.
+const MAX_TIMER_STEPS: usize = 1_000_000;
+
+impl EventLoop {
+    /// Run every callback, task, due timer and ready I/O event, and what
+    /// they schedule in turn, until nothing is left to do *now*; then
+    /// return. Never blocks and never moves a virtual clock. Works on a
+    /// real-clock loop too (timers not yet due are left alone).
+    ///
+    /// "Idle" is about this instant: bytes still in flight on a real
+    /// socket, an executor job that has not finished, or a callback another
+    /// thread has yet to send are not waited for. `stop()` has no effect
+    /// here.
+    ///
+    /// Fails with [`Error::LoopRunning`] when called from inside the loop,
+    /// [`Error::LoopClosed`] after `close`.
+    ///
+    /// # Panics
+    ///
+    /// If the loop is still busy after 200,000 iterations: some callback
+    /// or task reschedules itself forever.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// let lp = protoloop::EventLoop::new_virtual().unwrap();
+    /// let h = lp.handle();
+    /// let n = Rc::new(Cell::new(0));
+    /// let n2 = n.clone();
+    /// h.call_soon(move || {
+    ///     n2.set(1);
+    ///     let n3 = n2.clone();
+    ///     protoloop::Handle::current().call_soon(move || n3.set(2));
+    /// });
+    /// lp.run_until_idle().unwrap();
+    /// assert_eq!(n.get(), 2);
+    /// ```
+    pub fn run_until_idle(&self) -> Result<()> {
+        let handle = self.handle();
+        let _running = handle.enter()?;
+        for _ in 0..MAX_IDLE_ITERATIONS {
+            let worked = handle
+                .run_once(false)
+                .map_err(|e| Error::io("polling for events", e))?;
+            if !worked {
+                return Ok(());
+            }
+        }
+        panic!(
+            "run_until_idle: the loop was still busy after {MAX_IDLE_ITERATIONS} iterations; \
+             a callback or task keeps rescheduling itself"
+        );
+    }
+
+    /// Move a virtual clock forward by `by`, firing every timer that comes
+    /// due on the way at its own deadline and in order; see
+    /// [`advance_to`](Self::advance_to).
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc, time::Duration};
+    /// let lp = protoloop::EventLoop::new_virtual().unwrap();
+    /// let h = lp.handle();
+    /// let fired = Rc::new(RefCell::new(Vec::new()));
+    /// for s in [3, 1, 2] {
+    ///     let f = fired.clone();
+    ///     h.call_later(Duration::from_secs(s), move || f.borrow_mut().push(s));
+    /// }
+    /// lp.advance(Duration::from_secs(2)).unwrap();
+    /// assert_eq!(*fired.borrow(), [1, 2]);
+    /// lp.advance(Duration::from_secs(1)).unwrap();
+    /// assert_eq!(*fired.borrow(), [1, 2, 3]);
+    /// ```
+    pub fn advance(&self, by: Duration) -> Result<()> {
+        let to = self.handle().time() + by;
+        self.advance_to(to)
+    }
+
+    /// Move a virtual clock to `when`, stepping from timer to timer: the
+    /// clock is set to each due timer's deadline before it fires, so a
+    /// timer that schedules another with `call_later` measures from its own
+    /// deadline, exactly as on a real clock. Work that becomes ready on the
+    /// way runs ([`run_until_idle`](Self::run_until_idle) after each step
+    /// and at `when`). A `when` in the past just runs until idle.
+    ///
+    /// Fails with [`Error::Unsupported`] on a real-clock loop, and as
+    /// `run_until_idle` does.
+    ///
+    /// # Panics
+    ///
+    /// As `run_until_idle`, or after a million timer deadlines on the way
+    /// (a timer that reschedules itself with no delay).
+    pub fn advance_to(&self, when: Instant) -> Result<()> {
+        let handle = self.handle();
+        if !handle.is_virtual_time() {
+            return Err(Error::Unsupported(
+                "advancing time needs a virtual-clock loop (EventLoop::new_virtual)",
+            ));
+        }
+        for _ in 0..MAX_TIMER_STEPS {
+            self.run_until_idle()?;
+            match handle.next_timer() {
+                Some(t) if t <= when => handle.inner.clock.advance_to(t),
+                _ => {
+                    handle.inner.clock.advance_to(when);
+                    return self.run_until_idle();
+                }
+            }
+        }
+        panic!("advance_to: more than {MAX_TIMER_STEPS} timer deadlines on the way");
+    }
+}
+
+impl Handle {
+    /// Turn a virtual clock's auto-advance on (the default) or off. With
+    /// it off, the loop never moves time by itself: it waits for I/O and
+    /// callbacks as a real-clock loop would, and time moves only through
+    /// [`EventLoop::advance`], [`EventLoop::advance_to`] or
+    /// [`Handle::advance_time`]. Use that when real sockets share the loop
+    /// with virtual time. No effect on a real-clock loop.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = protoloop::EventLoop::new_virtual().unwrap();
+    /// let h = lp.handle();
+    /// h.set_auto_advance(false);
+    /// let t = h.call_later(Duration::from_secs(5), || {});
+    /// lp.run_until_idle().unwrap();
+    /// assert!(!t.cancelled() && h.next_timer().is_some(), "not fired: time stood still");
+    /// lp.advance(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(h.next_timer(), None);
+    /// ```
+    pub fn set_auto_advance(&self, on: bool) {
+        self.inner.auto_advance.set(on);
+    }
+
+    /// Whether a virtual clock jumps to the next timer when the loop is
+    /// idle; see [`set_auto_advance`](Self::set_auto_advance).
+    pub fn auto_advance(&self) -> bool {
+        self.inner.auto_advance.get()
+    }
+
+    /// When the earliest pending (not cancelled) timer is due, if any.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lp = protoloop::EventLoop::new_virtual().unwrap();
+    /// let h = lp.handle();
+    /// assert_eq!(h.next_timer(), None);
+    /// let t = h.call_later(Duration::from_secs(1), || {});
+    /// assert_eq!(h.next_timer(), Some(t.when()));
+    /// t.cancel();
+    /// assert_eq!(h.next_timer(), None);
+    /// ```
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.inner.timers.borrow_mut().next_deadline()
+    }
+}
