@@ -68,6 +68,7 @@ pub mod protocol;
 mod reactor;
 pub mod rpc;
 pub mod task;
+pub mod testing;
 mod time;
 pub mod transport;
 
