@@ -199,6 +199,7 @@ impl Protocol for Collect {
     fn connection_made(&mut self, _t: Transport) {}
     fn data_received(&mut self, data: &[u8]) {
         self.0.borrow_mut().extend_from_slice(data);
+        // Ignored by run_until.
         Handle::current().stop();
     }
 }
@@ -229,13 +230,8 @@ fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
         s.write_all(b"hello").unwrap();
         s
     });
-    // Guard: a bug that blocks forever must not hang the test run.
-    let remote = h.remote();
-    let guard = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(20));
-        let _ = remote.call_soon_threadsafe(|| Handle::current().stop());
-    });
-    lp.run_forever().unwrap();
+    lp.run_until(Duration::from_secs(20), || !got.borrow().is_empty())
+        .unwrap();
     assert_eq!(&*got.borrow(), b"hello");
     assert!(
         !fired.get(),
@@ -246,5 +242,48 @@ fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
     assert!(fired.get());
     drop(writer.join().unwrap());
     server.close();
-    drop(guard);
+}
+
+#[test]
+fn run_until_checks_first_times_out_in_real_time_and_ignores_stop() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    lp.run_until(Duration::ZERO, move || {
+        c.set(c.get() + 1);
+        true
+    })
+    .unwrap();
+    assert_eq!(calls.get(), 1, "a condition already true runs nothing");
+    // A loop with nothing to do waits, bounded by the deadline.
+    let t0 = Instant::now();
+    let r = lp.run_until(Duration::from_millis(30), || false);
+    assert!(matches!(r, Err(Error::Timeout)));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    // stop() does not end it; the condition does.
+    let n = Rc::new(Cell::new(0));
+    let n2 = n.clone();
+    fn tick(h: Handle, n: Rc<Cell<u32>>) {
+        n.set(n.get() + 1);
+        h.stop();
+        let h2 = h.clone();
+        h.call_later(Duration::from_millis(1), move || tick(h2, n));
+    }
+    let h2 = h.clone();
+    h.call_soon(move || tick(h2, n2));
+    lp.run_until(Duration::from_secs(10), || n.get() >= 5)
+        .unwrap();
+    assert_eq!(n.get(), 5);
+    // Refused inside the loop.
+    let lp = Rc::new(lp);
+    let (l2, seen) = (lp.clone(), Rc::new(RefCell::new(None)));
+    let s2 = seen.clone();
+    lp.handle()
+        .call_soon(move || *s2.borrow_mut() = Some(l2.run_until(Duration::ZERO, || true)));
+    lp.run_until_idle().unwrap();
+    assert!(matches!(
+        seen.borrow_mut().take(),
+        Some(Err(Error::LoopRunning))
+    ));
 }

@@ -42,11 +42,11 @@ use crate::error::{Error, Result};
 use crate::reactor::{Reactor, WAKER_TOKEN};
 use crate::time::{CallbackHandle, Clock, Entry, TimerHandle, Timers, until};
 
+mod driving;
 mod executor;
 mod fd;
 mod remote;
 mod signals;
-mod virtual_time;
 
 pub use executor::ExecutorFuture;
 pub use remote::RemoteHandle;
@@ -484,7 +484,7 @@ impl Handle {
     fn run_forever(&self) -> Result<()> {
         let _running = self.enter()?;
         loop {
-            self.run_once(true)
+            self.run_once(true, None)
                 .map_err(|e| Error::io("polling for events", e))?;
             if self.inner.stopping.get() {
                 break;
@@ -494,9 +494,10 @@ impl Handle {
     }
 
     /// One iteration (see the module docs). With `wait` false it polls
-    /// without blocking and never moves a virtual clock. Returns `true` if
-    /// it did anything: dispatched I/O, ran a callback or a task.
-    pub(crate) fn run_once(&self, wait: bool) -> io::Result<bool> {
+    /// without blocking and never moves a virtual clock; `cap` bounds how
+    /// long it may block. Returns `true` if it did anything: dispatched
+    /// I/O, ran a callback or a task.
+    pub(crate) fn run_once(&self, wait: bool, cap: Option<Duration>) -> io::Result<bool> {
         let inner = &self.inner;
         let virtual_clock = inner.clock.is_virtual();
         let busy = |inner: &Inner| {
@@ -521,6 +522,11 @@ impl Handle {
                 // it: wait for I/O, a job's result or another thread.
                 Some(_) => None,
             }
+        };
+        let timeout = match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (None, c) => c,
+            (t, None) => t,
         };
         let polled = inner.reactor.poll(timeout);
         inner.shared.set_sleeping(false);

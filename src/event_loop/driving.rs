@@ -1,5 +1,6 @@
-//! Driving a loop step by step from a test: run what is ready without
-//! blocking, and move a virtual clock timer by timer.
+//! Driving a loop step by step from a test: run until a condition holds,
+//! run what is ready without blocking, and move a virtual clock timer by
+//! timer.
 //!
 //! A virtual-clock loop ([`EventLoop::new_virtual`]) normally jumps to the
 //! next timer by itself whenever it would otherwise wait ("auto-advance").
@@ -22,6 +23,53 @@ const MAX_IDLE_ITERATIONS: usize = 200_000;
 const MAX_TIMER_STEPS: usize = 1_000_000;
 
 impl EventLoop {
+    /// Run the loop until `cond` returns `true` (checked before the first
+    /// iteration and after each one), or fail with [`Error::Timeout`] once
+    /// `timeout` of *real* time has passed: the guard that keeps a test
+    /// waiting on real sockets from hanging. Each iteration blocks only as
+    /// a normal run would (on I/O, timers, other threads), never past the
+    /// deadline. `cond` runs outside every callback, so it may look into
+    /// protocols through their handles.
+    ///
+    /// On a virtual clock with auto-advance on, time jumps as usual
+    /// whenever the loop would wait for a timer. `stop()` has no effect.
+    ///
+    /// Fails with [`Error::LoopRunning`] from inside the loop,
+    /// [`Error::LoopClosed`] after `close`.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// let lp = protoloop::EventLoop::new().unwrap();
+    /// let done = Rc::new(Cell::new(false));
+    /// let d = done.clone();
+    /// lp.handle().call_later(Duration::from_millis(5), move || d.set(true));
+    /// lp.run_until(Duration::from_secs(10), || done.get()).unwrap();
+    /// assert!(matches!(
+    ///     lp.run_until(Duration::from_millis(10), || false),
+    ///     Err(protoloop::Error::Timeout)
+    /// ));
+    /// ```
+    pub fn run_until(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+        let handle = self.handle();
+        let _running = handle.enter()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond() {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            handle
+                .run_once(true, Some(left))
+                .map_err(|e| Error::io("polling for events", e))?;
+            // stop() is for run_forever; here it would only make the loop
+            // spin.
+            handle.inner.stopping.set(false);
+        }
+    }
+
     /// Run every callback, task, due timer and ready I/O event, and what
     /// they schedule in turn, until nothing is left to do *now*; then
     /// return. Never blocks and never moves a virtual clock. Works on a
@@ -59,7 +107,7 @@ impl EventLoop {
         let _running = handle.enter()?;
         for _ in 0..MAX_IDLE_ITERATIONS {
             let worked = handle
-                .run_once(false)
+                .run_once(false, None)
                 .map_err(|e| Error::io("polling for events", e))?;
             if !worked {
                 return Ok(());
