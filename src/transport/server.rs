@@ -103,6 +103,7 @@ pub(crate) struct ServerCore<L: Listener> {
     factory: Factory,
     configure: Configure<L::Stream>,
     conns: RefCell<Slab<Rc<dyn ServerConn>>>,
+    idle_timeout: Cell<Option<Duration>>,
     serving: Cell<bool>,
     closed: Cell<bool>,
     waiters: RefCell<Vec<SettableFuture<()>>>,
@@ -140,11 +141,18 @@ impl<L: Listener> ServerCore<L> {
             factory,
             configure,
             conns: RefCell::new(Slab::new()),
+            idle_timeout: Cell::new(None),
             serving: Cell::new(false),
             closed: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
             retry: RefCell::new(None),
         })
+    }
+
+    /// Close accepted connections idle this long (see
+    /// `ServerOptions::idle_timeout`).
+    pub(crate) fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.idle_timeout.set(timeout);
     }
 
     fn accept_all(self: &Rc<Self>) {
@@ -213,6 +221,9 @@ impl<L: Listener> ServerCore<L> {
                 s.check_closed();
             }
         }));
+        if let Some(timeout) = self.idle_timeout.get() {
+            t.set_idle_timeout(timeout);
+        }
         t.start(false);
     }
 

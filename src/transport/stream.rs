@@ -29,7 +29,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
@@ -37,7 +37,7 @@ use super::buffer::{Flow, WriteBuffer};
 use super::{SocketAddress, TransportImpl, TransportStats, closed};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle, panic_message};
-use crate::protocol::{CloseReason, Protocol};
+use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::time::TimerHandle;
 
@@ -102,6 +102,35 @@ struct State {
     lost: bool,
     stats: TransportStats,
     close_timer: Option<TimerHandle>,
+    idle: Option<Idle>,
+}
+
+/// The idle timeout of a server connection: closed once no byte moved
+/// either way for `timeout`.
+struct Idle {
+    timeout: Duration,
+    last_activity: Instant,
+    timer: Option<TimerHandle>,
+}
+
+impl State {
+    /// `n` bytes came in: count them; the connection is not idle.
+    fn received(&mut self, n: usize, handle: &Handle) {
+        self.stats.bytes_received += n as u64;
+        self.touch(handle);
+    }
+
+    /// `n` bytes went out: count them; the connection is not idle.
+    fn sent(&mut self, n: usize, handle: &Handle) {
+        self.stats.bytes_sent += n as u64;
+        self.touch(handle);
+    }
+
+    fn touch(&mut self, handle: &Handle) {
+        if let Some(idle) = &mut self.idle {
+            idle.last_activity = handle.time();
+        }
+    }
 }
 
 /// The transport of one stream connection.
@@ -166,6 +195,54 @@ impl<S: StreamSocket> StreamTransport<S> {
     /// Run `hook` once when the connection is gone (server bookkeeping).
     pub(crate) fn set_on_lost(&self, hook: Box<dyn FnOnce()>) {
         *self.on_lost.borrow_mut() = Some(hook);
+    }
+
+    /// Close the connection with `CloseReason::Timeout(Idle)` once no byte
+    /// was received or sent for `timeout`. Time with reading paused by the
+    /// protocol does not count: the peer is not the idle one then.
+    pub(crate) fn set_idle_timeout(self: &Rc<Self>, timeout: Duration) {
+        let now = self.handle.time();
+        self.st.borrow_mut().idle = Some(Idle {
+            timeout,
+            last_activity: now,
+            timer: None,
+        });
+        self.arm_idle(now + timeout);
+    }
+
+    fn arm_idle(self: &Rc<Self>, at: Instant) {
+        let me = Rc::downgrade(self);
+        let timer = self.handle.call_at(at, move || {
+            if let Some(me) = me.upgrade() {
+                me.idle_check();
+            }
+        });
+        if let Some(idle) = &mut self.st.borrow_mut().idle {
+            idle.timer = Some(timer);
+        }
+    }
+
+    fn idle_check(self: &Rc<Self>) {
+        let now = self.handle.time();
+        let mut st = self.st.borrow_mut();
+        if st.lost {
+            return;
+        }
+        let paused = st.paused;
+        let Some(idle) = &mut st.idle else { return };
+        idle.timer = None;
+        if paused {
+            idle.last_activity = now;
+        }
+        let due = idle.last_activity + idle.timeout;
+        if now < due {
+            drop(st);
+            return self.arm_idle(due);
+        }
+        // Unsent data means the peer is not reading either: reset.
+        let abortive = !st.wbuf.is_empty();
+        drop(st);
+        self.finish(CloseReason::Timeout(TimeoutKind::Idle), abortive);
     }
 
     /// Call `connection_made`, then look for data that may have arrived
@@ -302,7 +379,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                 Some((res, cap)) => match res {
                     Ok(0) => return self.eof(),
                     Ok(n) => {
-                        self.st.borrow_mut().stats.bytes_received += n as u64;
+                        self.st.borrow_mut().received(n, &self.handle);
                         if !self.call_protocol("buffer_updated", |p| p.buffer_updated(n)) {
                             return;
                         }
@@ -319,7 +396,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                             return self.eof();
                         }
                         Ok(n) => {
-                            self.st.borrow_mut().stats.bytes_received += n as u64;
+                            self.st.borrow_mut().received(n, &self.handle);
                             let ok =
                                 self.call_protocol("data_received", |p| p.data_received(&buf[..n]));
                             let full = n == buf.len();
@@ -415,6 +492,9 @@ impl<S: StreamSocket> StreamTransport<S> {
             if let Some(t) = st.close_timer.take() {
                 t.cancel();
             }
+            if let Some(t) = st.idle.as_mut().and_then(|i| i.timer.take()) {
+                t.cancel();
+            }
         }
         let sock = self.sock.borrow_mut().take();
         if let Some(mut sock) = sock {
@@ -456,7 +536,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                 Ok(n) => {
                     let flow = {
                         let mut st = self.st.borrow_mut();
-                        st.stats.bytes_sent += n as u64;
+                        st.sent(n, &self.handle);
                         st.wbuf.consume(n)
                     };
                     self.schedule_flow(flow);
@@ -572,7 +652,7 @@ impl<S: StreamSocket> StreamTransport<S> {
             match self.write_direct(&slices) {
                 Ok(n) => {
                     sent = n;
-                    st.stats.bytes_sent += n as u64;
+                    st.sent(n, &self.handle);
                 }
                 Err(e) => {
                     drop(st);
@@ -713,10 +793,7 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
         let m = me.clone();
         st.close_timer = Some(me.handle.call_later(deadline, move || {
             m.st.borrow_mut().close_timer = None;
-            m.finish(
-                CloseReason::Timeout(crate::protocol::TimeoutKind::Close),
-                true,
-            );
+            m.finish(CloseReason::Timeout(TimeoutKind::Close), true);
         }));
     }
 

@@ -200,6 +200,7 @@ pub struct ServerOptions {
     pub(crate) nodelay: bool,
     /// TLS on every connection (`ServerOptions::tls`, in the `tls` module).
     pub(crate) tls: Option<super::tls::TlsServer>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl Default for ServerOptions {
@@ -211,6 +212,7 @@ impl Default for ServerOptions {
             start_serving: true,
             nodelay: true,
             tls: None,
+            idle_timeout: None,
         }
     }
 }
@@ -240,6 +242,22 @@ impl ServerOptions {
     /// `TCP_NODELAY` on accepted connections (default on).
     pub fn nodelay(mut self, on: bool) -> Self {
         self.nodelay = on;
+        self
+    }
+    /// Close accepted connections on which no byte was received or sent
+    /// for `timeout` (default: never), with
+    /// `CloseReason::Timeout(TimeoutKind::Idle)`: a defence against
+    /// clients that connect and send nothing, or stall (slowloris). Time
+    /// during which the protocol has paused reading does not count. A
+    /// connection with unsent data is reset rather than closed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = protoloop::ServerOptions::default().idle_timeout(Duration::from_secs(60));
+    /// # let _ = opts;
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
         self
     }
 }
@@ -475,7 +493,9 @@ impl Handle {
                 let _ = s.set_nodelay(true);
             }
         });
-        let server = Server::new(ServerCore::new(self, listeners, factory, configure));
+        let core = ServerCore::new(self, listeners, factory, configure);
+        core.set_idle_timeout(opts.idle_timeout);
+        let server = Server::new(core);
         if opts.start_serving {
             server.start_serving()?;
         }
