@@ -27,6 +27,7 @@ pub struct Peer {
     pub on_data: Option<DataHook>,
     pub on_eof: Option<Hook>,
     pub on_resume: Option<Hook>,
+    pub on_lost: Option<Box<dyn FnMut()>>,
     /// Shared log of callback names, to check order across both ends.
     pub log: Option<Rc<RefCell<Vec<String>>>>,
     pub name: &'static str,
@@ -49,6 +50,11 @@ impl Peer {
 
     pub fn on_eof(mut self, f: impl FnMut(&Transport) + 'static) -> Self {
         self.on_eof = Some(Box::new(f));
+        self
+    }
+
+    pub fn on_lost(mut self, f: impl FnMut() + 'static) -> Self {
+        self.on_lost = Some(Box::new(f));
         self
     }
 
@@ -105,6 +111,9 @@ impl Protocol for Peer {
         self.note("lost");
         self.reason = Some(reason);
         self.t = None;
+        if let Some(f) = &mut self.on_lost {
+            f();
+        }
     }
     fn pause_writing(&mut self) {
         self.note("pause");
