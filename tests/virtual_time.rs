@@ -287,3 +287,58 @@ fn run_until_checks_first_times_out_in_real_time_and_ignores_stop() {
         Some(Err(Error::LoopRunning))
     ));
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Timers (some scheduling a follow-up from their callback) fire
+        /// exactly once, at their own deadline, in deadline order, however
+        /// the test steps the clock.
+        #[test]
+        fn timers_fire_once_at_their_deadline_whatever_the_steps(
+            timers in proptest::collection::vec((0u64..5_000, proptest::option::of(0u64..2_000)), 1..40),
+            steps in proptest::collection::vec(0u64..1_500, 1..20),
+        ) {
+            let lp = EventLoop::new_virtual().unwrap();
+            let h = lp.handle();
+            let start = h.time();
+            let fired: Rc<RefCell<Vec<(usize, Duration)>>> = Rc::default();
+            let mut expected = Vec::new();
+            for (i, &(delay, child)) in timers.iter().enumerate() {
+                let (f, h2) = (fired.clone(), h.clone());
+                expected.push((i, Duration::from_millis(delay)));
+                if let Some(c) = child {
+                    expected.push((1000 + i, Duration::from_millis(delay + c)));
+                }
+                h.call_later(Duration::from_millis(delay), move || {
+                    f.borrow_mut().push((i, h2.time() - start));
+                    if let Some(c) = child {
+                        let (f, h3) = (f.clone(), h2.clone());
+                        h2.call_later(Duration::from_millis(c), move || {
+                            f.borrow_mut().push((1000 + i, h3.time() - start))
+                        });
+                    }
+                });
+            }
+            for s in steps {
+                lp.advance(Duration::from_millis(s)).unwrap();
+                let now = h.time() - start;
+                // Nothing due is left unfired.
+                prop_assert!(fired.borrow().iter().all(|(_, t)| *t <= now));
+                let due = expected.iter().filter(|(_, t)| *t <= now).count();
+                prop_assert_eq!(fired.borrow().len(), due);
+            }
+            lp.advance(Duration::from_millis(10_000)).unwrap();
+            let got = fired.borrow().clone();
+            prop_assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "out of order: {:?}", got);
+            let mut got_sorted = got.clone();
+            got_sorted.sort();
+            expected.sort();
+            prop_assert_eq!(got_sorted, expected);
+        }
+    }
+}

@@ -57,6 +57,8 @@
 
 mod lifecycle;
 mod memory;
+#[cfg(test)]
+mod props;
 mod recording;
 mod split;
 

@@ -5,6 +5,7 @@ mod lifecycle;
 mod memory;
 #[path = "../peer/mod.rs"]
 mod peer;
+mod props;
 mod split;
 
 pub use peer::{Peer, is_peer_reset, payload};
