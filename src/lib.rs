@@ -72,6 +72,14 @@ pub mod testing;
 mod time;
 pub mod transport;
 
+/// Internals exposed to the fuzz targets in `fuzz/` only; not part of the
+/// API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::transport::buffer::{Flow, WriteBuffer};
+}
+
 pub use error::{Error, Result};
 pub use event_loop::{
     DEFAULT_SLOW_CALLBACK, EventLoop, ExceptionContext, ExceptionKind, ExecutorFuture, Handle,

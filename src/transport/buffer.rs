@@ -23,7 +23,7 @@ const COALESCE: usize = 4096;
 
 /// What the protocol must be told after a buffer change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flow {
+pub enum Flow {
     /// Nothing changed.
     Same,
     /// Went above the high mark: call `pause_writing`.
@@ -32,8 +32,11 @@ pub(crate) enum Flow {
     Resume,
 }
 
+/// The write buffer: a queue of chunks with a size counter and water
+/// marks. Crate-private, exposed only to the fuzz targets through the
+/// hidden `fuzzing` module (feature `fuzzing`).
 #[derive(Debug)]
-pub(crate) struct WriteBuffer {
+pub struct WriteBuffer {
     chunks: VecDeque<Bytes>,
     /// Small writes gather here before joining `chunks`.
     tail: BytesMut,
@@ -57,27 +60,30 @@ impl Default for WriteBuffer {
 }
 
 impl WriteBuffer {
-    pub(crate) fn len(&self) -> usize {
+    /// Bytes buffered.
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// `true` when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub(crate) fn limits(&self) -> (usize, usize) {
+    /// The `(high, low)` water marks.
+    pub fn limits(&self) -> (usize, usize) {
         (self.high, self.low)
     }
 
     /// Set the marks; returns the flow change the new marks cause.
-    pub(crate) fn set_limits(&mut self, high: usize, low: usize) -> Flow {
+    pub fn set_limits(&mut self, high: usize, low: usize) -> Flow {
         self.high = high;
         self.low = low.min(high);
         self.check()
     }
 
     /// Queue a copy of `data`.
-    pub(crate) fn push_slice(&mut self, data: &[u8]) -> Flow {
+    pub fn push_slice(&mut self, data: &[u8]) -> Flow {
         if data.is_empty() {
             return Flow::Same;
         }
@@ -92,7 +98,7 @@ impl WriteBuffer {
     }
 
     /// Queue `data` without copying.
-    pub(crate) fn push_bytes(&mut self, data: Bytes) -> Flow {
+    pub fn push_bytes(&mut self, data: Bytes) -> Flow {
         if data.is_empty() {
             return Flow::Same;
         }
@@ -109,7 +115,7 @@ impl WriteBuffer {
     }
 
     /// Up to `max` slices of pending data, oldest first.
-    pub(crate) fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
+    pub fn slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
         out.clear();
         for c in self.chunks.iter().take(max) {
             out.push(IoSlice::new(c));
@@ -120,7 +126,7 @@ impl WriteBuffer {
     }
 
     /// The kernel took `n` bytes.
-    pub(crate) fn consume(&mut self, mut n: usize) -> Flow {
+    pub fn consume(&mut self, mut n: usize) -> Flow {
         debug_assert!(n <= self.len);
         self.len -= n;
         while n > 0 {
@@ -150,7 +156,7 @@ impl WriteBuffer {
     }
 
     /// Drop everything (abort); never reports a flow change.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.tail = BytesMut::new();
         self.len = 0;
