@@ -342,3 +342,32 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_delay_of_duration_max_means_never_and_does_not_panic() {
+    // Instant + Duration::MAX overflows; call_later, sleep, timeout and
+    // advance used to panic on it.
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    let start = h.time();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    let t = h.call_later(Duration::MAX, move || f.set(true));
+    assert!(t.when() > start + Duration::from_secs(50 * 365 * 24 * 3600));
+    let h2 = h.clone();
+    let r = lp
+        .run_until_complete(async move { h2.timeout(Duration::MAX, async { 5 }).await })
+        .unwrap();
+    assert_eq!(r.unwrap(), 5);
+    lp.advance(Duration::from_secs(3600)).unwrap();
+    assert!(!fired.get());
+    t.cancel();
+    let h3 = h.clone();
+    let slept = lp.run_until_complete(async move {
+        h3.timeout(Duration::from_secs(1), h3.sleep(Duration::MAX))
+            .await
+    });
+    assert!(matches!(slept.unwrap(), Err(Error::Timeout)));
+    lp.advance(Duration::MAX).unwrap();
+    assert!(h.time() > start);
+}

@@ -138,7 +138,7 @@ impl EventLoop {
     /// assert_eq!(*fired.borrow(), [1, 2, 3]);
     /// ```
     pub fn advance(&self, by: Duration) -> Result<()> {
-        let to = self.handle().time() + by;
+        let to = crate::time::after(self.handle().time(), by);
         self.advance_to(to)
     }
 

@@ -207,7 +207,7 @@ impl<S: StreamSocket> StreamTransport<S> {
             last_activity: now,
             timer: None,
         });
-        self.arm_idle(now + timeout);
+        self.arm_idle(crate::time::after(now, timeout));
     }
 
     fn arm_idle(self: &Rc<Self>, at: Instant) {
@@ -234,7 +234,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         if paused {
             idle.last_activity = now;
         }
-        let due = idle.last_activity + idle.timeout;
+        let due = crate::time::after(idle.last_activity, idle.timeout);
         if now < due {
             drop(st);
             return self.arm_idle(due);
