@@ -627,3 +627,64 @@ fn both_ends_echo_with_one_byte_chunks_and_short_writes() {
     lp.run_until_idle().unwrap();
     checker.assert_finished();
 }
+
+#[test]
+fn a_writer_stuck_behind_a_peer_that_closes_unread_is_not_stuck() {
+    // B holds 10 unread bytes and closes; A still has 90 buffered. It must
+    // not wait forever for room that never comes: as on TCP, the bytes go
+    // to a closed socket and are lost, A's close on B's EOF completes
+    // (PeerEof), and the reset that follows finds A gone.
+    let lp = EventLoop::new_virtual().unwrap();
+    let checker = LifecycleChecker::new();
+    let opts = PairOptions {
+        a: EndOptions::default(),
+        b: EndOptions::default().capacity(10),
+    };
+    let (a, b) = pair_with(
+        &lp.handle(),
+        checker.wrap(Peer::new()),
+        checker.wrap(Peer::new().on_made(|t| t.pause_reading())),
+        opts,
+    );
+    a.transport().write(&payload(100)).unwrap();
+    lp.run_until_idle().unwrap();
+    assert_eq!(a.transport().get_write_buffer_size(), 90);
+    b.transport().close();
+    lp.run_until_idle().unwrap();
+    checker.assert_finished();
+    assert!(matches!(
+        a.protocol().with(|p| p.reason.clone()),
+        Some(CloseReason::PeerEof)
+    ));
+    // An end that keeps its side open after the EOF sees the reset on its
+    // next write (reading has ended, so only a write can notice).
+    let (e, f) = pair_with(
+        &lp.handle(),
+        checker.wrap(Peer::new().keep_open()),
+        checker.wrap(Peer::new().on_made(|t| t.pause_reading())),
+        EndOptions::default().capacity(10),
+    );
+    e.transport().write(&payload(100)).unwrap();
+    lp.run_until_idle().unwrap();
+    f.transport().close();
+    lp.run_until_idle().unwrap();
+    assert!(!e.is_lost());
+    let err = e.transport().write(b"more").unwrap_err();
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::ConnectionReset));
+    lp.run_until_idle().unwrap();
+    checker.assert_finished();
+    assert!(is_peer_reset(&e.protocol().with(|p| p.reason.clone())));
+    // And when the peer's socket fails, the pending write finds the reset.
+    let (c, d) = pair_with(
+        &lp.handle(),
+        checker.wrap(Peer::new()),
+        checker.wrap(Peer::new().on_made(|t| t.pause_reading())),
+        EndOptions::default().capacity(10),
+    );
+    c.transport().write(&payload(100)).unwrap();
+    lp.run_until_idle().unwrap();
+    d.inject_error(io::Error::other("gone"));
+    lp.run_until_idle().unwrap();
+    checker.assert_finished();
+    assert!(is_peer_reset(&c.protocol().with(|p| p.reason.clone())));
+}

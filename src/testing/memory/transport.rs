@@ -586,8 +586,13 @@ impl MemoryTransport {
                 t.cancel();
             }
         }
-        if abortive && let Some(p) = self.peer() {
-            p.receive_reset();
+        if let Some(p) = self.peer() {
+            if abortive {
+                p.receive_reset();
+            }
+            // Writes the peer could not get out are now written to a closed
+            // socket: its flush finds the reset.
+            p.schedule_flush();
         }
         let me = self.rc();
         self.handle.call_soon(move || {
