@@ -345,10 +345,13 @@ impl MemoryTransport {
         };
         let n = lent.unwrap_or(k);
         if n == 0 {
-            let msg = "BufferedProtocol::get_buffer lent an empty buffer";
-            self.handle
-                .report(ExceptionKind::ProtocolPanic, self.describe(msg));
-            self.finish(CloseReason::Panic(msg.into()), true);
+            // As the socket transport does: a protocol error, not EOF.
+            let msg = "BufferedProtocol::get_buffer returned an empty buffer";
+            self.handle.report(
+                ExceptionKind::Error,
+                format!("{}: {msg}", self.describe("get_buffer")),
+            );
+            self.finish(CloseReason::protocol(io::Error::other(msg)), true);
             return false;
         }
         {
@@ -415,6 +418,22 @@ impl MemoryTransport {
         Ok(n)
     }
 
+    /// How many bytes the peer's queue takes now (all, if it is gone: the
+    /// bytes vanish then).
+    fn peer_room(&self) -> usize {
+        match self.peer() {
+            Some(p) => {
+                let pst = p.st.borrow();
+                if pst.lost {
+                    usize::MAX
+                } else {
+                    pst.capacity.saturating_sub(pst.rx.len())
+                }
+            }
+            None => usize::MAX,
+        }
+    }
+
     fn schedule_flush(&self) {
         {
             let mut st = self.st.borrow_mut();
@@ -435,7 +454,14 @@ impl MemoryTransport {
                 if st.lost || st.wbuf.is_empty() {
                     break;
                 }
-                let want = st.wbuf.len().min(st.max_write.unwrap_or(KERNEL_WRITE));
+                // Copy only what the peer can take now: with a small
+                // capacity a copy of the whole buffer per send would make
+                // flushing quadratic.
+                let want = st
+                    .wbuf
+                    .len()
+                    .min(st.max_write.unwrap_or(KERNEL_WRITE))
+                    .min(self.peer_room());
                 let mut slices = Vec::new();
                 st.wbuf.slices(&mut slices, 64);
                 let mut chunk = Vec::with_capacity(want);
