@@ -351,8 +351,8 @@ fn an_empty_lent_buffer_aborts_instead_of_faking_eof() {
         ss.events(0)
     );
     match &ss.reasons()[0] {
-        Some(CloseReason::Panic(m)) => assert!(m.contains("empty buffer")),
-        other => panic!("expected an abort, got {other:?}"),
+        Some(CloseReason::Protocol(e)) => assert!(e.to_string().contains("empty buffer")),
+        other => panic!("expected an abort with a protocol error, got {other:?}"),
     }
     assert!(is_peer_reset(&cs.reasons()[0]), "{:?}", cs.reasons()[0]);
     assert!(reports.borrow().iter().any(|m| m.contains("empty buffer")));
