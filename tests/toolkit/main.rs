@@ -3,6 +3,7 @@
 
 mod lifecycle;
 mod memory;
+mod memory_faults;
 #[path = "../peer/mod.rs"]
 mod peer;
 mod props;
