@@ -31,10 +31,11 @@ use bytes::{Bytes, BytesMut};
 use super::session::Session;
 use super::{TlsInfo, TlsTimeouts};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle};
+use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::task::SettableFuture;
 use crate::time::TimerHandle;
+use crate::transport::invoke::{self, NotCalled};
 use crate::transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport, TransportStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,25 +268,10 @@ impl TlsLayer {
         let Some(proto) = self.user.borrow().clone() else {
             return false;
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!(
-                    "{} skipped: the protocol is already borrowed",
-                    self.describe(what)
-                ),
-            );
-            return false;
-        };
-        let r = self.handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| self.describe(what),
-            || f(&mut *p),
-        );
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
             Ok(()) => true,
-            Err(msg) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(msg)) => {
                 self.abort_with(CloseReason::Panic(msg));
                 false
             }
