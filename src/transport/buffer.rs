@@ -102,6 +102,27 @@ impl WriteBuffer {
         self.check()
     }
 
+    /// Queue what the kernel did not take of `chunks` written in order:
+    /// everything after the first `sent` bytes. Returns the last flow
+    /// change the pushes caused (at most one can happen: pushing only
+    /// grows the buffer).
+    pub(crate) fn push_unsent(&mut self, chunks: &[&[u8]], sent: usize) -> Flow {
+        let mut flow = Flow::Same;
+        let mut skip = sent;
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let f = self.push_slice(&c[skip..]);
+            skip = 0;
+            if f != Flow::Same {
+                flow = f;
+            }
+        }
+        flow
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             self.chunks.push_back(self.tail.split().freeze());
@@ -217,6 +238,27 @@ mod tests {
             b.consume(take);
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn push_unsent_queues_the_rest_after_any_split_point() {
+        let chunks: [&[u8]; 4] = [b"abc", b"", b"defg", b"h"];
+        let all = b"abcdefgh";
+        for sent in 0..=all.len() {
+            let mut b = WriteBuffer::default();
+            assert_eq!(b.push_unsent(&chunks, sent), Flow::Same);
+            assert_eq!(flat(&b), &all[sent..], "sent {sent}");
+            assert_eq!(b.len(), all.len() - sent);
+        }
+    }
+
+    #[test]
+    fn push_unsent_reports_the_pause_it_causes() {
+        let mut b = WriteBuffer::default();
+        b.set_limits(4, 2);
+        let chunks: [&[u8]; 3] = [b"ab", b"cd", b"ef"];
+        assert_eq!(b.push_unsent(&chunks, 1), Flow::Pause);
+        assert_eq!(flat(&b), b"bcdef");
     }
 
     #[test]
