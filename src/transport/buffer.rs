@@ -5,7 +5,8 @@
 //! It is a plain state machine: `push` and `consume` report whether a
 //! `pause_writing` or `resume_writing` is due, and the transport calls the
 //! protocol. Calls are always paired: a resume is only reported after a
-//! pause.
+//! pause. The pairing itself is [`WaterMarks`], which the datagram send
+//! queue and the TLS layer use too.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -32,28 +33,61 @@ pub(crate) enum Flow {
     Resume,
 }
 
-#[derive(Debug)]
-pub(crate) struct WriteBuffer {
-    chunks: VecDeque<Bytes>,
-    /// Small writes gather here before joining `chunks`.
-    tail: BytesMut,
-    len: usize,
+/// The high and low water marks of a queue, and whether the protocol was
+/// told to pause: decides when `pause_writing` and `resume_writing` are
+/// due, always in pairs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaterMarks {
     high: usize,
     low: usize,
     paused: bool,
 }
 
-impl Default for WriteBuffer {
+impl Default for WaterMarks {
     fn default() -> Self {
-        WriteBuffer {
-            chunks: VecDeque::new(),
-            tail: BytesMut::new(),
-            len: 0,
+        WaterMarks {
             high: DEFAULT_HIGH_WATER,
             low: DEFAULT_LOW_WATER,
             paused: false,
         }
     }
+}
+
+impl WaterMarks {
+    /// `(high, low)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.high, self.low)
+    }
+
+    /// Set the marks (a low mark above the high one is lowered to it).
+    /// The caller then calls [`check`](Self::check) with its size.
+    pub(crate) fn set_limits(&mut self, high: usize, low: usize) {
+        self.high = high;
+        self.low = low.min(high);
+    }
+
+    /// What a queue of `size` bytes calls for: a pause above the high
+    /// mark, a resume at or below the low mark after a pause.
+    pub(crate) fn check(&mut self, size: usize) -> Flow {
+        if !self.paused && size > self.high {
+            self.paused = true;
+            Flow::Pause
+        } else if self.paused && size <= self.low {
+            self.paused = false;
+            Flow::Resume
+        } else {
+            Flow::Same
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    chunks: VecDeque<Bytes>,
+    /// Small writes gather here before joining `chunks`.
+    tail: BytesMut,
+    len: usize,
+    marks: WaterMarks,
 }
 
 impl WriteBuffer {
@@ -66,13 +100,12 @@ impl WriteBuffer {
     }
 
     pub(crate) fn limits(&self) -> (usize, usize) {
-        (self.high, self.low)
+        self.marks.limits()
     }
 
     /// Set the marks; returns the flow change the new marks cause.
     pub(crate) fn set_limits(&mut self, high: usize, low: usize) -> Flow {
-        self.high = high;
-        self.low = low.min(high);
+        self.marks.set_limits(high, low);
         self.check()
     }
 
@@ -178,15 +211,7 @@ impl WriteBuffer {
     }
 
     fn check(&mut self) -> Flow {
-        if !self.paused && self.len > self.high {
-            self.paused = true;
-            Flow::Pause
-        } else if self.paused && self.len <= self.low {
-            self.paused = false;
-            Flow::Resume
-        } else {
-            Flow::Same
-        }
+        self.marks.check(self.len)
     }
 }
 
@@ -259,6 +284,18 @@ mod tests {
         let chunks: [&[u8]; 3] = [b"ab", b"cd", b"ef"];
         assert_eq!(b.push_unsent(&chunks, 1), Flow::Pause);
         assert_eq!(flat(&b), b"bcdef");
+    }
+
+    #[test]
+    fn water_marks_pair_pause_and_resume_and_clamp_the_low_mark() {
+        let mut m = WaterMarks::default();
+        m.set_limits(10, 50);
+        assert_eq!(m.limits(), (10, 10));
+        assert_eq!(m.check(10), Flow::Same);
+        assert_eq!(m.check(11), Flow::Pause);
+        assert_eq!(m.check(20), Flow::Same, "already paused");
+        assert_eq!(m.check(10), Flow::Resume);
+        assert_eq!(m.check(0), Flow::Same, "resume only after a pause");
     }
 
     #[test]
