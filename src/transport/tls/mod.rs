@@ -125,13 +125,14 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol};
+use crate::transport::server::{Accepted, Factory};
 use crate::transport::stream::StreamTransport;
-use crate::transport::{ProtocolHandle, Transport};
+use crate::transport::{ProtocolHandle, Transport, TransportImpl};
 
 mod api;
 mod config;
@@ -357,11 +358,7 @@ where
 
 /// `create_server` with TLS: each accepted stream gets a TLS layer in
 /// front of a protocol from `factory`.
-pub(crate) fn server_factory<P, F>(
-    handle: &Handle,
-    factory: F,
-    tls: TlsServer,
-) -> Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>>
+pub(crate) fn server_factory<P, F>(handle: &Handle, factory: F, tls: TlsServer) -> Factory
 where
     P: Protocol,
     F: Fn() -> P + 'static,
@@ -371,14 +368,19 @@ where
         let user: Rc<RefCell<dyn Protocol>> = Rc::new(RefCell::new(factory()));
         match Session::new(&TlsSide::Server(tls.clone())) {
             Ok(session) => {
-                TlsLayer::new(&handle, session, user, true, tls.timeouts).lower_protocol()
+                let layer = TlsLayer::new(&handle, session, user, true, tls.timeouts);
+                let front: Weak<dyn TransportImpl> = Rc::downgrade(&layer) as Weak<TlsLayer>;
+                Accepted {
+                    protocol: layer.lower_protocol(),
+                    front: Some(front),
+                }
             }
             Err(e) => {
                 handle.report(
                     ExceptionKind::Error,
                     format!("cannot start a TLS session for an accepted connection: {e}"),
                 );
-                Rc::new(RefCell::new(Refuse))
+                Accepted::plain(Rc::new(RefCell::new(Refuse)))
             }
         }
     })

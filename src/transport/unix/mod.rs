@@ -48,7 +48,7 @@ mod addr;
 pub use addr::UnixAddr;
 pub(crate) use addr::{SocketFile, bind_unix};
 
-use super::server::{Factory, Listener, Server, ServerCore};
+use super::server::{Accepted, Factory, Listener, Server, ServerCore};
 use super::stream::{StreamSocket, StreamTransport};
 use super::{ProtocolHandle, SocketAddress, Transport};
 use crate::error::{Error, Result};
@@ -312,8 +312,7 @@ impl Handle {
             inner: listener,
             file: file.filter(|_| opts.remove_on_close),
         };
-        let factory: Factory =
-            Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>);
+        let factory: Factory = Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory()))));
         let server = Server::new(ServerCore::new(
             self,
             vec![listener],
