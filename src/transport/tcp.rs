@@ -397,7 +397,11 @@ impl Handle {
                         }
                         if let Some(tls) = &opts.tls {
                             return super::tls::connect_stream(
-                                &handle, stream, token, factory, tls,
+                                &handle,
+                                stream,
+                                Some(token),
+                                factory,
+                                tls,
                             )
                             .await;
                         }
