@@ -16,7 +16,8 @@
 //!
 //! Unix-domain sockets have the TCP API: [`Handle::create_unix_connection`]
 //! and [`Handle::create_unix_server`] (paths or Linux abstract names, see
-//! [`UnixAddr`]). Datagrams go through a [`DatagramProtocol`] and its
+//! [`UnixAddr`]; TLS through [`UnixConnectOptions`] and
+//! [`UnixServerOptions`]). Datagrams go through a [`DatagramProtocol`] and its
 //! [`DatagramTransport`]: [`Handle::create_datagram_endpoint`] for UDP
 //! (broadcast, multicast, and ICMP errors attributed to their destination
 //! on Linux) and [`Handle::create_unix_datagram_endpoint`].
@@ -95,7 +96,7 @@ pub use transport::subprocess::{Process, Stdio, SubprocessOptions, SubprocessTra
 pub use transport::tcp::{Address, ConnectOptions, Server, ServerOptions};
 pub use transport::tls;
 pub use transport::udp::DatagramOptions;
-pub use transport::unix::{UnixAddr, UnixServerOptions};
+pub use transport::unix::{UnixAddr, UnixConnectOptions, UnixServerOptions};
 pub use transport::unix_datagram::UnixDatagramOptions;
 pub use transport::{
     DatagramTransport, ProtocolHandle, SocketAddress, Transport, TransportImpl, TransportStats,

@@ -1,7 +1,10 @@
-//! The traits users implement ([`Protocol`], [`BufferedProtocol`],
-//! [`SubprocessProtocol`]; the datagram protocol joins them as that
-//! transport lands) and the typed [`CloseReason`] every `connection_lost`
-//! receives.
+//! The traits users implement and the typed [`CloseReason`] every
+//! `connection_lost` receives:
+//!
+//! - [`Protocol`]: stream connections (TCP, Unix, TLS, pipes);
+//!   [`BufferedProtocol`] (through [`Buffered`]) reads into its own buffer.
+//! - [`DatagramProtocol`]: UDP and Unix datagram endpoints.
+//! - [`SubprocessProtocol`]: a child process and its pipes.
 //!
 //! # The callback contract
 //!

@@ -1,7 +1,7 @@
 //! TLS over loopback TCP: echo, verification failures, bad clients,
 //! mutual TLS, start_tls, close_notify handling, timeouts. Interop with
 //! the openssl programs is in `tls/interop.rs`, closing in `tls/closing.rs`, STARTTLS in
-//! `tls/start_tls.rs`.
+//! `tls/start_tls.rs`, `close_clients` and TLS over Unix sockets in `tls/serving.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ mod abort;
 mod closing;
 #[path = "tls/interop.rs"]
 mod interop;
+#[path = "tls/serving.rs"]
+mod serving;
 #[path = "tls/start_tls.rs"]
 mod start_tls;
 #[path = "tls/support.rs"]

@@ -5,7 +5,8 @@
 //! It is a plain state machine: `push` and `consume` report whether a
 //! `pause_writing` or `resume_writing` is due, and the transport calls the
 //! protocol. Calls are always paired: a resume is only reported after a
-//! pause.
+//! pause. The pairing itself is [`WaterMarks`], which the datagram send
+//! queue and the TLS layer use too.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -32,31 +33,64 @@ pub enum Flow {
     Resume,
 }
 
-/// The write buffer: a queue of chunks with a size counter and water
-/// marks. Crate-private, exposed only to the fuzz targets through the
-/// hidden `fuzzing` module (feature `fuzzing`).
-#[derive(Debug)]
-pub struct WriteBuffer {
-    chunks: VecDeque<Bytes>,
-    /// Small writes gather here before joining `chunks`.
-    tail: BytesMut,
-    len: usize,
+/// The high and low water marks of a queue, and whether the protocol was
+/// told to pause: decides when `pause_writing` and `resume_writing` are
+/// due, always in pairs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaterMarks {
     high: usize,
     low: usize,
     paused: bool,
 }
 
-impl Default for WriteBuffer {
+impl Default for WaterMarks {
     fn default() -> Self {
-        WriteBuffer {
-            chunks: VecDeque::new(),
-            tail: BytesMut::new(),
-            len: 0,
+        WaterMarks {
             high: DEFAULT_HIGH_WATER,
             low: DEFAULT_LOW_WATER,
             paused: false,
         }
     }
+}
+
+impl WaterMarks {
+    /// `(high, low)`.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.high, self.low)
+    }
+
+    /// Set the marks (a low mark above the high one is lowered to it).
+    /// The caller then calls [`check`](Self::check) with its size.
+    pub(crate) fn set_limits(&mut self, high: usize, low: usize) {
+        self.high = high;
+        self.low = low.min(high);
+    }
+
+    /// What a queue of `size` bytes calls for: a pause above the high
+    /// mark, a resume at or below the low mark after a pause.
+    pub(crate) fn check(&mut self, size: usize) -> Flow {
+        if !self.paused && size > self.high {
+            self.paused = true;
+            Flow::Pause
+        } else if self.paused && size <= self.low {
+            self.paused = false;
+            Flow::Resume
+        } else {
+            Flow::Same
+        }
+    }
+}
+
+/// The write buffer: a queue of chunks with a size counter and water
+/// marks. Crate-private, exposed only to the fuzz targets through the
+/// hidden `fuzzing` module (feature `fuzzing`).
+#[derive(Debug, Default)]
+pub struct WriteBuffer {
+    chunks: VecDeque<Bytes>,
+    /// Small writes gather here before joining `chunks`.
+    tail: BytesMut,
+    len: usize,
+    marks: WaterMarks,
 }
 
 impl WriteBuffer {
@@ -72,13 +106,12 @@ impl WriteBuffer {
 
     /// The `(high, low)` water marks.
     pub fn limits(&self) -> (usize, usize) {
-        (self.high, self.low)
+        self.marks.limits()
     }
 
     /// Set the marks; returns the flow change the new marks cause.
     pub fn set_limits(&mut self, high: usize, low: usize) -> Flow {
-        self.high = high;
-        self.low = low.min(high);
+        self.marks.set_limits(high, low);
         self.check()
     }
 
@@ -106,6 +139,27 @@ impl WriteBuffer {
         self.len += data.len();
         self.chunks.push_back(data);
         self.check()
+    }
+
+    /// Queue what the kernel did not take of `chunks` written in order:
+    /// everything after the first `sent` bytes. Returns the last flow
+    /// change the pushes caused (at most one can happen: pushing only
+    /// grows the buffer).
+    pub(crate) fn push_unsent(&mut self, chunks: &[&[u8]], sent: usize) -> Flow {
+        let mut flow = Flow::Same;
+        let mut skip = sent;
+        for c in chunks {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let f = self.push_slice(&c[skip..]);
+            skip = 0;
+            if f != Flow::Same {
+                flow = f;
+            }
+        }
+        flow
     }
 
     fn seal_tail(&mut self) {
@@ -163,15 +217,7 @@ impl WriteBuffer {
     }
 
     fn check(&mut self) -> Flow {
-        if !self.paused && self.len > self.high {
-            self.paused = true;
-            Flow::Pause
-        } else if self.paused && self.len <= self.low {
-            self.paused = false;
-            Flow::Resume
-        } else {
-            Flow::Same
-        }
+        self.marks.check(self.len)
     }
 }
 
@@ -223,6 +269,39 @@ mod tests {
             b.consume(take);
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn push_unsent_queues_the_rest_after_any_split_point() {
+        let chunks: [&[u8]; 4] = [b"abc", b"", b"defg", b"h"];
+        let all = b"abcdefgh";
+        for sent in 0..=all.len() {
+            let mut b = WriteBuffer::default();
+            assert_eq!(b.push_unsent(&chunks, sent), Flow::Same);
+            assert_eq!(flat(&b), &all[sent..], "sent {sent}");
+            assert_eq!(b.len(), all.len() - sent);
+        }
+    }
+
+    #[test]
+    fn push_unsent_reports_the_pause_it_causes() {
+        let mut b = WriteBuffer::default();
+        b.set_limits(4, 2);
+        let chunks: [&[u8]; 3] = [b"ab", b"cd", b"ef"];
+        assert_eq!(b.push_unsent(&chunks, 1), Flow::Pause);
+        assert_eq!(flat(&b), b"bcdef");
+    }
+
+    #[test]
+    fn water_marks_pair_pause_and_resume_and_clamp_the_low_mark() {
+        let mut m = WaterMarks::default();
+        m.set_limits(10, 50);
+        assert_eq!(m.limits(), (10, 10));
+        assert_eq!(m.check(10), Flow::Same);
+        assert_eq!(m.check(11), Flow::Pause);
+        assert_eq!(m.check(20), Flow::Same, "already paused");
+        assert_eq!(m.check(10), Flow::Resume);
+        assert_eq!(m.check(0), Flow::Same, "resume only after a pause");
     }
 
     #[test]

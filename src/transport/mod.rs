@@ -31,6 +31,7 @@ use crate::protocol::Protocol;
 
 pub(crate) mod buffer;
 pub(crate) mod datagram;
+pub(crate) mod invoke;
 pub mod pipe;
 pub(crate) mod server;
 pub(crate) mod stream;

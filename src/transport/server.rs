@@ -52,8 +52,29 @@ impl Listener for mio::net::TcpListener {
     }
 }
 
+/// What the factory makes for each accepted connection.
+pub(crate) struct Accepted {
+    /// The protocol the stream transport drives.
+    pub(crate) protocol: Rc<RefCell<dyn Protocol>>,
+    /// The transport the user's protocol sees when a layer (TLS) sits
+    /// between it and the stream: `close_clients` closes through it, so
+    /// the layer can say goodbye (`close_notify`) after flushing. Weak:
+    /// the stream's protocol owns the layer, the server only reaches it.
+    pub(crate) front: Option<Weak<dyn TransportImpl>>,
+}
+
+impl Accepted {
+    /// A protocol run straight on the stream.
+    pub(crate) fn plain(protocol: Rc<RefCell<dyn Protocol>>) -> Accepted {
+        Accepted {
+            protocol,
+            front: None,
+        }
+    }
+}
+
 /// Makes the protocol of each accepted connection.
-pub(crate) type Factory = Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>>;
+pub(crate) type Factory = Box<dyn Fn() -> Accepted>;
 
 /// Per-connection setup before the transport starts (e.g. `TCP_NODELAY`).
 pub(crate) type Configure<S> = Box<dyn Fn(&S)>;
@@ -66,17 +87,31 @@ trait ServerConn {
     fn drain(&self);
 }
 
-impl<S: StreamSocket> ServerConn for StreamTransport<S> {
+/// An open connection: its stream transport, and the user-facing
+/// transport over it if there is a layer between them.
+struct Conn<S: StreamSocket> {
+    stream: Rc<StreamTransport<S>>,
+    front: Option<Weak<dyn TransportImpl>>,
+}
+
+impl<S: StreamSocket> ServerConn for Conn<S> {
     fn close(&self) {
-        TransportImpl::close(self)
+        match self.front.as_ref().and_then(Weak::upgrade) {
+            Some(front) => front.close(),
+            None => TransportImpl::close(&*self.stream),
+        }
     }
     fn abort(&self) {
-        TransportImpl::abort(self)
+        TransportImpl::abort(&*self.stream)
     }
     fn drain(&self) {
         let mut keep = false;
-        if self.call_protocol("drain_requested", |p| keep = p.drain_requested()) && !keep {
-            TransportImpl::close(self);
+        if self
+            .stream
+            .call_protocol("drain_requested", |p| keep = p.drain_requested())
+            && !keep
+        {
+            TransportImpl::close(&*self.stream);
         }
     }
 }
@@ -198,14 +233,14 @@ impl<L: Listener> ServerCore<L> {
 
     fn new_connection(self: &Rc<Self>, stream: L::Stream) {
         (self.configure)(&stream);
-        let Some(proto) = self.handle.guard(
+        let Some(accepted) = self.handle.guard(
             ExceptionKind::ProtocolPanic,
             &|| "the server's protocol factory".into(),
             || (self.factory)(),
         ) else {
             return; // the stream is dropped: the client sees the connection closed
         };
-        let t = StreamTransport::new(&self.handle, stream, proto);
+        let t = StreamTransport::new(&self.handle, stream, accepted.protocol);
         if let Err(e) = t.register() {
             self.handle.report(
                 ExceptionKind::Error,
@@ -213,7 +248,11 @@ impl<L: Listener> ServerCore<L> {
             );
             return;
         }
-        let key = self.conns.borrow_mut().insert(t.clone());
+        let conn = Conn {
+            stream: t.clone(),
+            front: accepted.front,
+        };
+        let key = self.conns.borrow_mut().insert(Rc::new(conn));
         let me = self.me.clone();
         t.set_on_lost(Box::new(move || {
             if let Some(s) = me.upgrade() {
@@ -392,7 +431,9 @@ impl Server {
         self.inner.close()
     }
 
-    /// Close every open connection (flush, then close).
+    /// Close every open connection as its own transport's `close` would:
+    /// flush, then close (a TLS connection sends its `close_notify` after
+    /// the flush).
     pub fn close_clients(&self) {
         for c in self.inner.connections() {
             c.close();

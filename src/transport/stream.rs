@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::buffer::{Flow, WriteBuffer};
+use super::invoke::{self, NotCalled};
 use super::{SocketAddress, TransportImpl, TransportStats, closed};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle, panic_message};
@@ -269,25 +270,10 @@ impl<S: StreamSocket> StreamTransport<S> {
         let Some(proto) = self.protocol.borrow().clone() else {
             return false;
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!(
-                    "{} skipped: the protocol is already borrowed",
-                    self.describe(what)
-                ),
-            );
-            return false;
-        };
-        let r = self.handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| self.describe(what),
-            || f(&mut *p),
-        );
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
             Ok(()) => true,
-            Err(msg) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(msg)) => {
                 self.finish(CloseReason::Panic(msg), true);
                 false
             }
@@ -665,19 +651,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         if sent == total {
             return Ok(());
         }
-        let mut flow = Flow::Same;
-        let mut skip = sent;
-        for c in chunks {
-            if skip >= c.len() {
-                skip -= c.len();
-                continue;
-            }
-            let f = st.wbuf.push_slice(&c[skip..]);
-            skip = 0;
-            if f != Flow::Same {
-                flow = f;
-            }
-        }
+        let flow = st.wbuf.push_unsent(chunks, sent);
         drop(st);
         self.schedule_flow(flow);
         if sent > 0 {

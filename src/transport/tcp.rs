@@ -28,7 +28,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
 
-use super::server::{Factory, ServerCore};
+use super::server::{Accepted, Factory, ServerCore};
 use super::stream::StreamTransport;
 use super::{ProtocolHandle, Transport};
 use crate::error::{Error, Result};
@@ -415,7 +415,11 @@ impl Handle {
                         }
                         if let Some(tls) = &opts.tls {
                             return super::tls::connect_stream(
-                                &handle, stream, token, factory, tls,
+                                &handle,
+                                stream,
+                                Some(token),
+                                factory,
+                                tls,
                             )
                             .await;
                         }
@@ -485,7 +489,7 @@ impl Handle {
         }
         let factory: Factory = match opts.tls.clone() {
             Some(tls) => super::tls::server_factory(self, factory, tls),
-            None => Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>),
+            None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
         };
         let nodelay = opts.nodelay;
         let configure = Box::new(move |s: &TcpStream| {

@@ -19,7 +19,8 @@ use mio::{Interest, Token};
 use self::queue::SendQueue;
 use super::SocketAddress;
 use super::buffer::Flow;
-use crate::event_loop::{ExceptionKind, Handle};
+use super::invoke::{self, NotCalled};
+use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, DatagramProtocol};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::time::TimerHandle;
@@ -174,25 +175,10 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
         let Some(proto) = self.protocol.borrow().clone() else {
             return false;
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!(
-                    "{} skipped: the protocol is already borrowed",
-                    self.describe(what)
-                ),
-            );
-            return false;
-        };
-        let r = self.handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| self.describe(what),
-            || f(&mut *p),
-        );
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
             Ok(()) => true,
-            Err(msg) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(msg)) => {
                 self.finish(CloseReason::Panic(msg));
                 false
             }

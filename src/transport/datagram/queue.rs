@@ -9,28 +9,14 @@ use bytes::Bytes;
 
 use super::DATAGRAM_OVERHEAD;
 use crate::transport::SocketAddress;
-use crate::transport::buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Flow};
+use crate::transport::buffer::{Flow, WaterMarks};
 
 /// Queued datagrams with their destinations (`None`: the connected peer).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct SendQueue {
     pub(super) items: VecDeque<(Bytes, Option<SocketAddress>)>,
     pub(super) size: usize,
-    pub(super) high: usize,
-    pub(super) low: usize,
-    paused: bool,
-}
-
-impl Default for SendQueue {
-    fn default() -> Self {
-        SendQueue {
-            items: VecDeque::new(),
-            size: 0,
-            high: DEFAULT_HIGH_WATER,
-            low: DEFAULT_LOW_WATER,
-            paused: false,
-        }
-    }
+    marks: WaterMarks,
 }
 
 impl SendQueue {
@@ -57,21 +43,17 @@ impl SendQueue {
     }
 
     pub(super) fn set_limits(&mut self, high: usize, low: usize) -> Flow {
-        self.high = high;
-        self.low = low.min(high);
+        self.marks.set_limits(high, low);
         self.check()
     }
 
+    /// `(high, low)`.
+    pub(super) fn limits(&self) -> (usize, usize) {
+        self.marks.limits()
+    }
+
     fn check(&mut self) -> Flow {
-        if !self.paused && self.size > self.high {
-            self.paused = true;
-            Flow::Pause
-        } else if self.paused && self.size <= self.low {
-            self.paused = false;
-            Flow::Resume
-        } else {
-            Flow::Same
-        }
+        self.marks.check(self.size)
     }
 }
 

@@ -78,8 +78,7 @@ impl<S: DatagramSocket> DatagramOps for DatagramEndpoint<S> {
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.st.borrow();
-        (st.queue.high, st.queue.low)
+        self.st.borrow().queue.limits()
     }
 
     fn get_write_buffer_size(&self) -> usize {

@@ -81,9 +81,10 @@ use std::sync::Arc;
 use mio::event::Source;
 use mio::{Interest, Token};
 
+use super::invoke::{self, NotCalled};
 use super::{ProtocolHandle, Transport};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle};
+use crate::event_loop::Handle;
 use crate::protocol::Protocol;
 use crate::reactor::IoHandler;
 
@@ -223,18 +224,11 @@ impl ProtoSlot {
         let Some(proto) = self.get() else {
             return Ok(false);
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            handle.report(
-                ExceptionKind::Error,
-                format!("{what} of a pipe's protocol skipped: the protocol is already borrowed"),
-            );
-            return Ok(false);
-        };
-        let r = handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| format!("{what} of a pipe's protocol"),
-            || f(&mut *p),
-        );
-        r.map(|()| true)
+        let describe = || format!("{what} of a pipe's protocol");
+        match invoke::call_protocol(handle, &proto, &describe, f) {
+            Ok(()) => Ok(true),
+            Err(NotCalled::Borrowed) => Ok(false),
+            Err(NotCalled::Panicked(msg)) => Err(msg),
+        }
     }
 }

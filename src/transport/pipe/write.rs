@@ -194,19 +194,7 @@ impl WritePipe {
         if sent == total {
             return Ok(());
         }
-        let mut flow = Flow::Same;
-        let mut skip = sent;
-        for c in chunks {
-            if skip >= c.len() {
-                skip -= c.len();
-                continue;
-            }
-            let f = st.wbuf.push_slice(&c[skip..]);
-            skip = 0;
-            if f != Flow::Same {
-                flow = f;
-            }
-        }
+        let flow = st.wbuf.push_unsent(chunks, sent);
         drop(st);
         self.schedule_flow(flow);
         Ok(())

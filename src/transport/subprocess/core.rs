@@ -32,6 +32,7 @@ use crate::protocol::{CloseReason, Protocol, SubprocessProtocol, TimeoutKind};
 use crate::task::SettableFuture;
 use crate::time::TimerHandle;
 use crate::transport::Transport;
+use crate::transport::invoke::{self, NotCalled};
 use crate::transport::pipe::{ReadPipe, WritePipe};
 
 /// One of the child's pipes, held weakly (the reactor owns it).
@@ -151,20 +152,10 @@ impl Core {
                 self.pid, self.name
             )
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!("{} skipped: the protocol is already borrowed", describe()),
-            );
-            return false;
-        };
-        let r = self
-            .handle
-            .guard_with(ExceptionKind::ProtocolPanic, &describe, || f(&mut *p));
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &describe, f) {
             Ok(()) => true,
-            Err(_) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(_)) => {
                 self.rc().close();
                 false
             }

@@ -146,11 +146,7 @@ impl TransportImpl for TlsLayer {
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
         let low = low.min(high);
-        {
-            let mut st = self.st.borrow_mut();
-            st.high = high;
-            st.low = low;
-        }
+        self.st.borrow_mut().marks.set_limits(high, low);
         if let Some(l) = self.lower() {
             l.set_write_buffer_limits(low, low);
         }
@@ -158,8 +154,7 @@ impl TransportImpl for TlsLayer {
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.st.borrow();
-        (st.high, st.low)
+        self.st.borrow().marks.limits()
     }
 
     fn get_write_buffer_size(&self) -> usize {

@@ -31,11 +31,13 @@ use bytes::{Bytes, BytesMut};
 use super::session::Session;
 use super::{TlsInfo, TlsTimeouts};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle};
+use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::task::SettableFuture;
 use crate::time::TimerHandle;
-use crate::transport::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, Transport, TransportStats};
+use crate::transport::buffer::{Flow, WaterMarks};
+use crate::transport::invoke::{self, NotCalled};
+use crate::transport::{Transport, TransportStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hs {
@@ -78,9 +80,9 @@ pub(super) struct State {
     pub(super) eof_written: bool,
     /// What `connection_lost` will say, when we decided it.
     pub(super) final_reason: Option<CloseReason>,
-    pub(super) write_paused: bool,
-    pub(super) high: usize,
-    pub(super) low: usize,
+    /// The user's water marks, over the plaintext held for the
+    /// handshake plus the ciphertext below.
+    pub(super) marks: WaterMarks,
     pub(super) stats: TransportStats,
     pub(super) info: Option<TlsInfo>,
     pub(super) hs_timer: Option<TimerHandle>,
@@ -145,9 +147,7 @@ impl TlsLayer {
                 eof_pending: false,
                 eof_written: false,
                 final_reason: None,
-                write_paused: false,
-                high: DEFAULT_HIGH_WATER,
-                low: DEFAULT_LOW_WATER,
+                marks: WaterMarks::default(),
                 stats: TransportStats::default(),
                 info: None,
                 hs_timer: None,
@@ -190,7 +190,8 @@ impl TlsLayer {
             // every crossing of it, so a pause that began with plaintext
             // held for the handshake still gets its resume, wherever the
             // ciphertext backlog lands between the marks.
-            lower.set_write_buffer_limits(st.low, st.low);
+            let (_, low) = st.marks.limits();
+            lower.set_write_buffer_limits(low, low);
         }
         *self.lower.borrow_mut() = Some(lower);
         let weak = self.me.clone();
@@ -267,25 +268,10 @@ impl TlsLayer {
         let Some(proto) = self.user.borrow().clone() else {
             return false;
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!(
-                    "{} skipped: the protocol is already borrowed",
-                    self.describe(what)
-                ),
-            );
-            return false;
-        };
-        let r = self.handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| self.describe(what),
-            || f(&mut *p),
-        );
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
             Ok(()) => true,
-            Err(msg) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(msg)) => {
                 self.abort_with(CloseReason::Panic(msg));
                 false
             }
@@ -354,14 +340,10 @@ impl TlsLayer {
             if st.lost || !st.user_connected {
                 return;
             }
-            if !st.write_paused && total > st.high {
-                st.write_paused = true;
-                true
-            } else if st.write_paused && total <= st.low {
-                st.write_paused = false;
-                false
-            } else {
-                return;
+            match st.marks.check(total) {
+                Flow::Pause => true,
+                Flow::Resume => false,
+                Flow::Same => return,
             }
         };
         let me = self.rc();

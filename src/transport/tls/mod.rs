@@ -15,7 +15,10 @@
 //!
 //! [`ConnectOptions::tls`](crate::ConnectOptions::tls) and
 //! [`ServerOptions::tls`](crate::ServerOptions::tls) turn the ordinary
-//! calls into TLS ones (chosen over separate `create_tls_*` calls so that
+//! calls into TLS ones (over Unix sockets:
+//! [`UnixConnectOptions::tls`](crate::UnixConnectOptions::tls) with
+//! [`Handle::create_unix_connection_with`](crate::Handle::create_unix_connection_with),
+//! and [`UnixServerOptions::tls`](crate::UnixServerOptions::tls)) (chosen over separate `create_tls_*` calls so that
 //! every other option, and everything a [`Server`](crate::Server) does,
 //! applies unchanged):
 //!
@@ -125,13 +128,14 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol};
-use crate::transport::stream::StreamTransport;
-use crate::transport::{ProtocolHandle, Transport};
+use crate::transport::server::{Accepted, Factory};
+use crate::transport::stream::{StreamSocket, StreamTransport};
+use crate::transport::{ProtocolHandle, Transport, TransportImpl};
 
 mod api;
 mod config;
@@ -320,31 +324,41 @@ fn upgrade(
     Ok(TlsUpgrade { layer })
 }
 
-/// `create_connection` with TLS: run the layer on the connected stream
-/// and resolve once the handshake completed (and `connection_made` ran).
-pub(crate) async fn connect_stream<P, F>(
+/// `create_connection` (TCP or Unix) with TLS: run the layer on the
+/// connected stream and resolve once the handshake completed (and
+/// `connection_made` ran). `token`: the reactor token the stream is
+/// already registered under, if it is (TCP's connect waits on one).
+pub(crate) async fn connect_stream<S, P, F>(
     handle: &Handle,
-    stream: mio::net::TcpStream,
-    token: mio::Token,
+    stream: S,
+    token: Option<mio::Token>,
     factory: F,
     tls: &TlsClient,
 ) -> Result<(Transport, ProtocolHandle<P>)>
 where
+    S: StreamSocket,
     P: Protocol,
     F: FnOnce() -> P + 'static,
 {
     let session = match Session::new(&TlsSide::Client(tls.clone())) {
         Ok(s) => s,
         Err(e) => {
-            let mut stream = stream;
-            handle.inner.reactor.remove(&mut stream, token);
+            if let Some(token) = token {
+                let mut stream = stream;
+                handle.inner.reactor.remove(&mut stream, token);
+            }
             return Err(Error::Tls(e));
         }
     };
     let proto = Rc::new(RefCell::new(factory()));
     let layer = TlsLayer::new(handle, session, proto.clone(), true, tls.timeouts);
     let t = StreamTransport::new(handle, stream, layer.lower_protocol());
-    t.adopt_token(token);
+    match token {
+        Some(token) => t.adopt_token(token),
+        None => t
+            .register()
+            .map_err(|e| Error::io("registering the socket", e))?,
+    }
     t.start(true);
     let waiter = layer.handshake_waiter();
     let _ = waiter.await;
@@ -357,11 +371,7 @@ where
 
 /// `create_server` with TLS: each accepted stream gets a TLS layer in
 /// front of a protocol from `factory`.
-pub(crate) fn server_factory<P, F>(
-    handle: &Handle,
-    factory: F,
-    tls: TlsServer,
-) -> Box<dyn Fn() -> Rc<RefCell<dyn Protocol>>>
+pub(crate) fn server_factory<P, F>(handle: &Handle, factory: F, tls: TlsServer) -> Factory
 where
     P: Protocol,
     F: Fn() -> P + 'static,
@@ -371,14 +381,19 @@ where
         let user: Rc<RefCell<dyn Protocol>> = Rc::new(RefCell::new(factory()));
         match Session::new(&TlsSide::Server(tls.clone())) {
             Ok(session) => {
-                TlsLayer::new(&handle, session, user, true, tls.timeouts).lower_protocol()
+                let layer = TlsLayer::new(&handle, session, user, true, tls.timeouts);
+                let front: Weak<dyn TransportImpl> = Rc::downgrade(&layer) as Weak<TlsLayer>;
+                Accepted {
+                    protocol: layer.lower_protocol(),
+                    front: Some(front),
+                }
             }
             Err(e) => {
                 handle.report(
                     ExceptionKind::Error,
                     format!("cannot start a TLS session for an accepted connection: {e}"),
                 );
-                Rc::new(RefCell::new(Refuse))
+                Accepted::plain(Rc::new(RefCell::new(Refuse)))
             }
         }
     })

@@ -1,6 +1,6 @@
 //! The public option and result types of TLS: [`TlsClient`],
 //! [`TlsServer`], [`TlsSide`], [`TlsInfo`], and the `tls` setters on the
-//! connect and server options.
+//! connect and server options (TCP and Unix).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use rustls::{ClientConfig, ServerConfig};
 
 use crate::transport::Transport;
 use crate::transport::tcp::{ConnectOptions, ServerOptions};
+use crate::transport::unix::{UnixConnectOptions, UnixServerOptions};
 
 /// How long a TLS handshake may take by default: 60 s, as asyncio.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -196,6 +197,44 @@ impl ServerOptions {
     /// Speak TLS on every accepted connection, with `config`. The
     /// protocol's `connection_made` comes after the handshake; see the
     /// [`tls`](crate::tls) module.
+    pub fn tls(self, config: Arc<ServerConfig>) -> Self {
+        self.tls_server(TlsServer::new(config))
+    }
+
+    /// Like [`tls`](Self::tls), with the timeouts set on `server`.
+    pub fn tls_server(mut self, server: TlsServer) -> Self {
+        self.tls = Some(server);
+        self
+    }
+}
+
+impl UnixConnectOptions {
+    /// Speak TLS on the Unix connection, as [`ConnectOptions::tls`] does
+    /// over TCP: verify the server's certificate with `config` against
+    /// `server_name` (also sent as SNI).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rustls::pki_types::ServerName;
+    /// let config = Arc::new(protoloop::tls::dangerous_client_config_without_verification());
+    /// let opts = protoloop::UnixConnectOptions::default()
+    ///     .tls(config, ServerName::try_from("localhost").unwrap());
+    /// # let _ = opts;
+    /// ```
+    pub fn tls(self, config: Arc<ClientConfig>, server_name: ServerName<'static>) -> Self {
+        self.tls_client(TlsClient::new(config, server_name))
+    }
+
+    /// Like [`tls`](Self::tls), with the timeouts set on `client`.
+    pub fn tls_client(mut self, client: TlsClient) -> Self {
+        self.tls = Some(client);
+        self
+    }
+}
+
+impl UnixServerOptions {
+    /// Speak TLS on every accepted Unix connection, with `config`, as
+    /// [`ServerOptions::tls`] does over TCP.
     pub fn tls(self, config: Arc<ServerConfig>) -> Self {
         self.tls_server(TlsServer::new(config))
     }

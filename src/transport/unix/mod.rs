@@ -11,6 +11,12 @@
 //! One difference: Unix sockets have no `SO_LINGER` reset, so after
 //! `abort` the peer reads EOF (or `ECONNRESET` if we left data unread).
 //!
+//! # TLS
+//!
+//! [`UnixServerOptions::tls`] and [`UnixConnectOptions::tls`] (with
+//! [`Handle::create_unix_connection_with`]) run TLS over a Unix
+//! connection exactly as over TCP: see the [`tls`](crate::tls) module.
+//!
 //! # Socket files
 //!
 //! Binding a path creates a socket file that outlives a server that dies
@@ -48,8 +54,9 @@ mod addr;
 pub use addr::UnixAddr;
 pub(crate) use addr::{SocketFile, bind_unix};
 
-use super::server::{Factory, Listener, Server, ServerCore};
+use super::server::{Accepted, Factory, Listener, Server, ServerCore};
 use super::stream::{StreamSocket, StreamTransport};
+use super::tls::{TlsClient, TlsServer};
 use super::{ProtocolHandle, SocketAddress, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
@@ -133,6 +140,8 @@ pub struct UnixServerOptions {
     start_serving: bool,
     remove_stale: bool,
     remove_on_close: bool,
+    /// TLS on every connection (`UnixServerOptions::tls`, in the `tls` module).
+    pub(crate) tls: Option<TlsServer>,
 }
 
 impl Default for UnixServerOptions {
@@ -142,6 +151,7 @@ impl Default for UnixServerOptions {
             start_serving: true,
             remove_stale: true,
             remove_on_close: true,
+            tls: None,
         }
     }
 }
@@ -169,6 +179,19 @@ impl UnixServerOptions {
         self.remove_on_close = on;
         self
     }
+}
+
+/// Options for [`Handle::create_unix_connection_with`]: TLS (see
+/// [`UnixConnectOptions::tls`]).
+///
+/// ```
+/// let opts = protoloop::UnixConnectOptions::default();
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UnixConnectOptions {
+    /// TLS on top (`UnixConnectOptions::tls`, in the `tls` module).
+    pub(crate) tls: Option<TlsClient>,
 }
 
 /// Connect a non-blocking Unix stream socket to `addr`.
@@ -247,12 +270,64 @@ impl Handle {
         P: Protocol,
         F: FnOnce() -> P + 'static,
     {
+        self.create_unix_connection_with(factory, addr, UnixConnectOptions::default())
+    }
+
+    /// [`create_unix_connection`](Handle::create_unix_connection) with
+    /// options: with [`UnixConnectOptions::tls`] the connection speaks
+    /// TLS and resolves once the handshake completed, as
+    /// [`create_connection`](Handle::create_connection) does with
+    /// [`ConnectOptions::tls`](crate::ConnectOptions::tls) (see the
+    /// [`tls`](crate::tls) module).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use protoloop::{EventLoop, Protocol, UnixAddr, UnixConnectOptions, UnixServerOptions, tls};
+    /// use rustls::pki_types::{PrivateKeyDer, ServerName};
+    /// struct Sink;
+    /// impl Protocol for Sink { fn data_received(&mut self, _: &[u8]) {} }
+    ///
+    /// let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+    /// let server_config = tls::server_config(vec![c.cert.der().clone()], key).unwrap();
+    /// let client_config = tls::client_config([c.cert.der().clone()]).unwrap();
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let h = lp.handle();
+    /// let name = UnixAddr::abstract_name(format!("protoloop-doc-tls-{}", std::process::id()));
+    /// let server = h
+    ///     .create_unix_server(|| Sink, name.clone(),
+    ///                         UnixServerOptions::default().tls(Arc::new(server_config)))
+    ///     .unwrap();
+    /// let opts = UnixConnectOptions::default()
+    ///     .tls(Arc::new(client_config), ServerName::try_from("localhost").unwrap());
+    /// let (transport, _proto) = lp
+    ///     .run_until_complete(h.create_unix_connection_with(|| Sink, name, opts))
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert!(transport.tls_info().is_some());
+    /// transport.close();
+    /// server.close();
+    /// ```
+    pub fn create_unix_connection_with<P, F>(
+        &self,
+        factory: F,
+        addr: impl Into<UnixAddr>,
+        opts: UnixConnectOptions,
+    ) -> impl Future<Output = Result<(Transport, ProtocolHandle<P>)>> + 'static
+    where
+        P: Protocol,
+        F: FnOnce() -> P + 'static,
+    {
         let handle = self.clone();
         let addr = addr.into();
         async move {
             let stream = connect_unix(&handle, &addr)
                 .await
                 .map_err(|e| Error::io(format!("connecting to {addr}"), e))?;
+            if let Some(tls) = &opts.tls {
+                return super::tls::connect_stream(&handle, stream, None, factory, tls).await;
+            }
             let proto = Rc::new(RefCell::new(factory()));
             let t = StreamTransport::new(&handle, stream, proto.clone());
             t.register()
@@ -312,8 +387,10 @@ impl Handle {
             inner: listener,
             file: file.filter(|_| opts.remove_on_close),
         };
-        let factory: Factory =
-            Box::new(move || Rc::new(RefCell::new(factory())) as Rc<RefCell<dyn Protocol>>);
+        let factory: Factory = match opts.tls.clone() {
+            Some(tls) => super::tls::server_factory(self, factory, tls),
+            None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
+        };
         let server = Server::new(ServerCore::new(
             self,
             vec![listener],
