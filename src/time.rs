@@ -53,6 +53,9 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) origin: &'static Location<'static>,
     pub(crate) name: &'static str,
+    /// While the entry sits in a timer heap: that heap's count of
+    /// cancelled entries, which a cancel bumps (see [`Timers`]).
+    heap: Cell<Option<Rc<Cell<usize>>>>,
 }
 
 impl Entry {
@@ -70,6 +73,7 @@ impl Entry {
             seq,
             origin,
             name,
+            heap: Cell::new(None),
         })
     }
 
@@ -136,6 +140,9 @@ impl TimerHandle {
     /// after it fired.
     pub fn cancel(&self) {
         if !self.0.cancelled.replace(true) {
+            if let Some(count) = self.0.heap.take() {
+                count.set(count.get() + 1);
+            }
             let cb = self.0.callback.borrow_mut().take();
             drop(cb);
         }
@@ -178,21 +185,44 @@ impl Ord for Item {
 }
 
 /// The timer heap.
+///
+/// A cancelled timer stays in the heap until it reaches the top or a
+/// compaction drops it; compaction runs when cancelled entries are over
+/// half of a heap of at least 64, as in asyncio. The heap knows how many
+/// it holds without scanning: each entry in it carries the heap's
+/// counter, which its cancel bumps.
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<Item>>,
+    cancelled: Rc<Cell<usize>>,
 }
 
 impl Timers {
     pub(crate) fn push(&mut self, entry: Rc<Entry>) {
+        if entry.cancelled.get() {
+            return;
+        }
+        entry.heap.set(Some(self.cancelled.clone()));
         self.heap.push(Reverse(Item(entry)));
+    }
+
+    /// Pop the top entry; `Some` if it was live.
+    fn pop(&mut self) -> Option<Rc<Entry>> {
+        let Reverse(Item(e)) = self.heap.pop()?;
+        if e.cancelled.get() {
+            self.cancelled.set(self.cancelled.get().saturating_sub(1));
+            None
+        } else {
+            e.heap.take();
+            Some(e)
+        }
     }
 
     /// The earliest live deadline, dropping cancelled entries on top.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse(top)) = self.heap.peek() {
             if top.0.cancelled.get() {
-                self.heap.pop();
+                self.pop();
             } else {
                 return Some(top.0.when);
             }
@@ -207,29 +237,35 @@ impl Timers {
             if top.0.when > now {
                 break;
             }
-            let Reverse(Item(e)) = self.heap.pop().expect("peeked");
-            if !e.cancelled.get() {
+            if let Some(e) = self.pop() {
                 out.push(e);
             }
         }
     }
 
     fn compact(&mut self) {
-        if self.heap.len() < 64 {
-            return;
-        }
-        let cancelled = self.heap.iter().filter(|r| r.0.0.cancelled.get()).count();
-        if cancelled * 2 > self.heap.len() {
+        if self.heap.len() >= 64 && self.cancelled.get() * 2 > self.heap.len() {
             self.heap.retain(|r| !r.0.0.cancelled.get());
+            self.cancelled.set(0);
         }
     }
 
+    /// Entries in the heap, cancelled ones included.
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// Cancelled entries still in the heap.
+    #[cfg(test)]
+    pub(crate) fn cancelled(&self) -> usize {
+        self.cancelled.get()
+    }
+
     pub(crate) fn clear(&mut self) {
-        self.heap.clear();
+        for Reverse(Item(e)) in self.heap.drain() {
+            e.heap.take();
+        }
+        self.cancelled.set(0);
     }
 }
 

@@ -194,6 +194,8 @@ proptest! {
             let next = live.iter().map(|(w, _, _)| *w).min();
             prop_assert_eq!(heap.next_deadline(), next);
             prop_assert!(heap.len() >= live.len());
+            // The counter knows the cancelled entries without a scan.
+            prop_assert_eq!(heap.len() - heap.cancelled(), live.len());
         }
     }
 }
