@@ -1,6 +1,6 @@
 //! Unix-domain stream sockets: connections and servers (a 10 MB echo,
 //! half-close, flow control, abort, graceful shutdown, stale socket files,
-//! abstract names, connect errors and a full backlog). Unix datagram
+//! abstract names, connect errors, a full backlog, the idle timeout). Unix datagram
 //! endpoints are in `unix_datagram.rs`.
 //!
 //! Socket paths live in the temp dir under unique names and are removed
@@ -524,6 +524,65 @@ fn connect_retries_while_the_backlog_is_full() {
         wait_until(&h, "both accepted", || server.connection_count() == 2).await;
         first.0.close();
         t2.close();
+        server.close();
+    });
+}
+
+#[test]
+fn an_idle_timeout_closes_a_silent_client_and_spares_an_active_one() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let path = TempPath::new("idle");
+    let server_seen = Rc::new(RefCell::new(Vec::<Rc<Seen>>::new()));
+    let ss = server_seen.clone();
+    let server = h
+        .create_unix_server(
+            move || {
+                let seen = Rc::new(Seen::default());
+                ss.borrow_mut().push(seen.clone());
+                Recorder::new(&seen)
+            },
+            path.path(),
+            UnixServerOptions::default().idle_timeout(Duration::from_millis(600)),
+        )
+        .unwrap();
+    let p = path.path().to_path_buf();
+    run(&lp, async move {
+        let silent = Rc::new(Seen::default());
+        let s = silent.clone();
+        let (_quiet, _) = h
+            .create_unix_connection(move || Recorder::new(&s), p.as_path())
+            .await
+            .unwrap();
+        let chatty = Rc::new(Seen::default());
+        let c = chatty.clone();
+        let (talker, _) = h
+            .create_unix_connection(move || Recorder::new(&c), p.as_path())
+            .await
+            .unwrap();
+        // Keep one connection busy for well over the timeout.
+        for _ in 0..12 {
+            talker.write(b".").unwrap();
+            protoloop::sleep(Duration::from_millis(100)).await;
+        }
+        wait_until(&h, "the silent client's close", || {
+            silent.lost.borrow().is_some()
+        })
+        .await;
+        assert!(chatty.lost.borrow().is_none(), "the active one stays");
+        let seen = server_seen.borrow().clone();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            matches!(
+                *seen[0].lost.borrow(),
+                Some(CloseReason::Timeout(protoloop::TimeoutKind::Idle))
+            ),
+            "{:?}",
+            seen[0].lost.borrow()
+        );
+        assert!(seen[1].lost.borrow().is_none());
+        assert_eq!(seen[1].data.borrow().len(), 12);
+        talker.close();
         server.close();
     });
 }

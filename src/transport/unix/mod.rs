@@ -140,6 +140,7 @@ pub struct UnixServerOptions {
     start_serving: bool,
     remove_stale: bool,
     remove_on_close: bool,
+    idle_timeout: Option<Duration>,
     /// TLS on every connection (`UnixServerOptions::tls`, in the `tls` module).
     pub(crate) tls: Option<TlsServer>,
 }
@@ -151,6 +152,7 @@ impl Default for UnixServerOptions {
             start_serving: true,
             remove_stale: true,
             remove_on_close: true,
+            idle_timeout: None,
             tls: None,
         }
     }
@@ -177,6 +179,14 @@ impl UnixServerOptions {
     /// Remove the socket file when the server closes (default on).
     pub fn remove_on_close(mut self, on: bool) -> Self {
         self.remove_on_close = on;
+        self
+    }
+    /// Close accepted connections on which no byte was received or sent
+    /// for `timeout` (default: never), with
+    /// `CloseReason::Timeout(TimeoutKind::Idle)`; the same as
+    /// [`ServerOptions::idle_timeout`](crate::ServerOptions::idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
         self
     }
 }
@@ -391,12 +401,9 @@ impl Handle {
             Some(tls) => super::tls::server_factory(self, factory, tls),
             None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
         };
-        let server = Server::new(ServerCore::new(
-            self,
-            vec![listener],
-            factory,
-            Box::new(|_: &UnixStream| {}),
-        ));
+        let core = ServerCore::new(self, vec![listener], factory, Box::new(|_: &UnixStream| {}));
+        core.set_idle_timeout(opts.idle_timeout);
+        let server = Server::new(core);
         if opts.start_serving {
             server.start_serving()?;
         }
