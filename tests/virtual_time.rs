@@ -1,5 +1,6 @@
 //! The virtual clock: auto-advance, `run_until_idle`, `advance`/`advance_to`,
-//! auto-advance off with real sockets, and executor jobs in virtual time.
+//! the auto-advance threshold and auto-advance off with real sockets, and
+//! executor jobs in virtual time.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -242,6 +243,71 @@ fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
     assert!(fired.get());
     drop(writer.join().unwrap());
     server.close();
+}
+
+#[test]
+fn an_auto_advance_threshold_lets_real_io_arrive_before_a_jump() {
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    h.set_auto_advance_after(Duration::from_millis(500));
+    let start = h.time();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let server = h
+        .create_server(
+            move || Collect(g.clone()),
+            "127.0.0.1:0",
+            ServerOptions::default(),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    h.call_later(Duration::from_secs(1), move || f.set(true));
+    let writer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.write_all(b"hello").unwrap();
+        s
+    });
+    lp.run_until(Duration::from_secs(20), || !got.borrow().is_empty())
+        .unwrap();
+    assert_eq!(&*got.borrow(), b"hello");
+    assert!(!fired.get(), "the bytes came within the threshold");
+    assert_eq!(h.time(), start);
+    // Nothing more in flight: after the threshold the clock jumps.
+    let t0 = Instant::now();
+    lp.run_until(Duration::from_secs(20), || fired.get())
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+    assert_eq!(h.time() - start, Duration::from_secs(1));
+    drop(writer.join().unwrap());
+    server.close();
+}
+
+#[test]
+fn without_a_threshold_a_jump_does_not_wait_for_real_io() {
+    // The reason for the threshold: by default an idle loop jumps at
+    // once, before a reply 20 ms away in real time can arrive.
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    h.call_later(Duration::from_secs(1), move || f.set(true));
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a, remote) = (arrived.clone(), h.remote());
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        remote
+            .call_soon_threadsafe(move || a.store(true, std::sync::atomic::Ordering::SeqCst))
+            .unwrap();
+    });
+    lp.run_until(Duration::from_secs(20), || {
+        arrived.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .unwrap();
+    assert!(fired.get(), "the timer fired first");
+    t.join().unwrap();
 }
 
 #[test]

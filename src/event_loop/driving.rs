@@ -5,11 +5,13 @@
 //! A virtual-clock loop ([`EventLoop::new_virtual`]) normally jumps to the
 //! next timer by itself whenever it would otherwise wait ("auto-advance").
 //! That suits tests that only use in-memory transports. A test that mixes
-//! virtual time with real sockets turns auto-advance off
+//! virtual time with real sockets, threads or processes has two choices:
+//! make the loop sit idle for some real time before each jump
+//! ([`Handle::set_auto_advance_after`], trio's "autojump threshold"), so
+//! that what is in flight arrives first; or turn auto-advance off
 //! ([`Handle::set_auto_advance`]): the loop then waits for I/O as usual and
 //! time moves only through [`EventLoop::advance`] /
-//! [`EventLoop::advance_to`], so no timeout fires while bytes are still in
-//! flight on loopback.
+//! [`EventLoop::advance_to`].
 
 use std::time::{Duration, Instant};
 
@@ -198,6 +200,42 @@ impl Handle {
     /// ```
     pub fn set_auto_advance(&self, on: bool) {
         self.inner.auto_advance.set(on);
+    }
+
+    /// Make a virtual clock's auto-advance wait until the loop has been
+    /// idle for `threshold` of *real* time before it jumps to the next
+    /// timer (default zero: jump as soon as nothing is ready). With a
+    /// threshold, a test can mix virtual time with real sockets, threads
+    /// or child processes: a reply that arrives within the threshold is
+    /// handled before any timeout fires, and a long timeout still costs
+    /// only the threshold. This is trio's `MockClock.autojump_threshold`.
+    /// No effect on a real-clock loop or with auto-advance off.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
+    /// let lp = protoloop::EventLoop::new_virtual().unwrap();
+    /// let h = lp.handle();
+    /// h.set_auto_advance_after(Duration::from_millis(200));
+    /// let fired = Rc::new(Cell::new(false));
+    /// let f = fired.clone();
+    /// h.call_later(Duration::from_secs(60), move || f.set(true));
+    /// // Another thread answers after 5 ms of real time...
+    /// let arrived = Arc::new(AtomicBool::new(false));
+    /// let (a, remote) = (arrived.clone(), h.remote());
+    /// let t = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    ///     remote.call_soon_threadsafe(move || a.store(true, Ordering::SeqCst)).unwrap();
+    /// });
+    /// lp.run_until(Duration::from_secs(10), || arrived.load(Ordering::SeqCst)).unwrap();
+    /// // ... before the loop, idle for less than the threshold, jumped.
+    /// assert!(!fired.get());
+    /// // Idle for 200 ms of real time, the clock jumps the 60 s.
+    /// lp.run_until(Duration::from_secs(10), || fired.get()).unwrap();
+    /// t.join().unwrap();
+    /// ```
+    pub fn set_auto_advance_after(&self, threshold: Duration) {
+        self.inner.auto_advance_after.set(threshold);
     }
 
     /// Whether a virtual clock jumps to the next timer when the loop is

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     running: Cell<bool>,
     closed: Cell<bool>,
     auto_advance: Cell<bool>,
+    /// Real time the loop must sit idle before a virtual clock jumps.
+    auto_advance_after: Cell<Duration>,
     pub(crate) shared: Arc<Shared>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
     slow_callback: Cell<Option<Duration>>,
@@ -197,6 +199,7 @@ impl EventLoop {
             running: Cell::new(false),
             closed: Cell::new(false),
             auto_advance: Cell::new(true),
+            auto_advance_after: Cell::new(Duration::ZERO),
             shared: Arc::new(Shared::new(waker)),
             exception_handler: RefCell::new(None),
             slow_callback: Cell::new(None),
@@ -517,7 +520,10 @@ impl Handle {
             match next {
                 None => None,
                 Some(t) if !virtual_clock => Some(round_up_ms(until(t, inner.clock.now()))),
-                Some(t) if t <= inner.clock.now() || may_jump(inner) => Some(Duration::ZERO),
+                Some(t) if t <= inner.clock.now() => Some(Duration::ZERO),
+                // Before a jump, give real I/O and other threads the
+                // grace the test asked for (none by default).
+                Some(_) if may_jump(inner) => Some(inner.auto_advance_after.get()),
                 // Virtual time only moves when the test (or a jump) moves
                 // it: wait for I/O, a job's result or another thread.
                 Some(_) => None,

@@ -3,7 +3,7 @@
 //!
 //! | tool | what it gives a test |
 //! |---|---|
-//! | virtual clock: [`EventLoop::new_virtual`](crate::EventLoop::new_virtual), [`run_until_idle`](crate::EventLoop::run_until_idle), [`advance`](crate::EventLoop::advance), [`advance_to`](crate::EventLoop::advance_to), [`set_auto_advance`](crate::Handle::set_auto_advance) | timers fire when the test moves time, in order, at their own deadlines |
+//! | virtual clock: [`EventLoop::new_virtual`](crate::EventLoop::new_virtual), [`run_until_idle`](crate::EventLoop::run_until_idle), [`advance`](crate::EventLoop::advance), [`advance_to`](crate::EventLoop::advance_to), [`set_auto_advance`](crate::Handle::set_auto_advance), [`set_auto_advance_after`](crate::Handle::set_auto_advance_after) | timers fire when the test moves time, in order, at their own deadlines |
 //! | [`pair`] / [`pair_with`] | two protocols connected in memory, with chunking, short writes, back-pressure and injected faults under the test's control |
 //! | [`RecordingTransport`] | a transport that records what a protocol wrote and called, for unit tests with no loop |
 //! | [`LifecycleChecker`] | wraps protocols and catches every breach of the callback contract |
