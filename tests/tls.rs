@@ -3,11 +3,14 @@
 //! the openssl programs is in `tls/interop.rs`, closing in `tls/closing.rs`, STARTTLS in
 //! `tls/start_tls.rs`, `close_clients` and TLS over Unix sockets in `tls/serving.rs`.
 
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protoloop::tls;
-use protoloop::{CloseReason, ConnectOptions, Error, EventLoop, ServerOptions};
+use protoloop::{CloseReason, ConnectOptions, Error, EventLoop, ExceptionKind, ServerOptions};
 use rustls::{AlertDescription, CertificateError};
 
 // The crate root of a test target looks for modules beside it, so the
@@ -261,6 +264,9 @@ fn garbage_instead_of_a_client_hello_closes_only_that_connection() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
+    let reports = Rc::new(RefCell::new(Vec::<(ExceptionKind, String)>::new()));
+    let r2 = reports.clone();
+    h.set_exception_handler(move |ctx| r2.borrow_mut().push((ctx.kind, ctx.message.clone())));
     let slog = Shared::default();
     let s2 = slog.clone();
     let server = h
@@ -322,6 +328,16 @@ fn garbage_instead_of_a_client_hello_closes_only_that_connection() {
             2,
             "the garbage never reached a protocol"
         );
+        // The operator hears of the failed handshake, with the reason.
+        {
+            let r = reports.borrow();
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].0, ExceptionKind::Error);
+            assert!(
+                r[0].1.contains("TLS handshake with 127.0.0.1:") && r[0].1.contains("failed"),
+                "{r:?}"
+            );
+        }
         assert_eq!(server.connection_count(), 2);
         t.close();
         t2.close();
@@ -420,4 +436,62 @@ fn mutual_tls_required_accepts_a_client_certificate_and_refuses_none() {
         wait_for(&h, "closed", LIMIT, || clog.borrow().lost.is_some()).await;
     })
     .unwrap();
+}
+
+#[test]
+fn a_corrupt_record_after_the_handshake_ends_in_connection_lost_with_the_tls_error() {
+    let pki = pki();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let slog = Shared::default();
+    let s2 = slog.clone();
+    let server = h
+        .create_server(
+            move || Peer::echo(&s2),
+            "127.0.0.1:0",
+            tls_server_opts(&pki),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let config = pki.client();
+    // A plain rustls client on a thread: handshake, one good record, then
+    // an application-data record whose authentication tag is garbage.
+    let client = std::thread::spawn(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(b"hello").unwrap();
+        let mut echo = [0u8; 5];
+        tls.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"hello");
+        let mut bad = vec![23u8, 3, 3, 0, 40];
+        bad.extend((0..40u8).map(|i| i.wrapping_mul(37)));
+        sock.write_all(&bad).unwrap();
+        // The server answers with an alert (encrypted, under TLS 1.3)
+        // and closes.
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest);
+        let _ = conn.read_tls(&mut &rest[..]);
+        conn.process_new_packets().map(|_| ())
+    });
+    lp.run_until(LIMIT, || slog.borrow().lost.is_some())
+        .unwrap();
+    let rest = client.join().unwrap();
+    let l = slog.borrow();
+    assert_eq!(l.data, b"hello", "the good record was delivered first");
+    assert_eq!(l.order, ["made", "data", "lost"]);
+    assert!(
+        matches!(l.lost, Some(CloseReason::Tls(rustls::Error::DecryptError))),
+        "{:?}",
+        l.lost
+    );
+    assert!(
+        matches!(
+            rest,
+            Err(rustls::Error::AlertReceived(AlertDescription::BadRecordMac))
+        ),
+        "the peer was told why: {rest:?}"
+    );
+    server.close();
 }

@@ -282,6 +282,9 @@ fn server_handshake_timeout_drops_a_silent_client() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
+    let reports = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let r2 = reports.clone();
+    h.set_exception_handler(move |ctx| r2.borrow_mut().push(ctx.message.clone()));
     let slog = Shared::default();
     let s2 = slog.clone();
     let server = h
@@ -319,6 +322,108 @@ fn server_handshake_timeout_drops_a_silent_client() {
             server.connection_count() == 0
         })
         .await;
+        let r = reports.borrow();
+        assert!(
+            r.len() == 1
+                && r[0].contains("TLS handshake with 127.0.0.1:")
+                && r[0].contains("timed out"),
+            "{r:?}"
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_default_timeouts_are_60_s_for_handshakes_and_30_s_for_shutdowns() {
+    assert_eq!(tls::DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs(60));
+    assert_eq!(tls::DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs(30));
+    // And they are what a server and a client use when not told: a
+    // virtual clock that jumps only after 100 ms of real idleness lets
+    // the loopback bytes through and the timeouts fire at their time.
+    let pki = pki();
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    h.set_exception_handler(|_| {});
+    h.set_auto_advance_after(Duration::from_millis(100));
+    let slog = Shared::default();
+    let s2 = slog.clone();
+    let server = h
+        .create_server(
+            move || Peer {
+                keep_open_on_eof: true,
+                ..Peer::echo(&s2)
+            },
+            "127.0.0.1:0",
+            ServerOptions::default().tls(pki.server()),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    let client = pki.client();
+    lp.run_until_complete(async move {
+        // A silent client: the server drops it after 60 s.
+        let start = h.time();
+        let log = Shared::default();
+        let l2 = log.clone();
+        let (_raw, _p) = h
+            .create_connection(
+                move || Raw {
+                    send: Vec::new(),
+                    log: l2,
+                },
+                addr,
+                ConnectOptions::default(),
+            )
+            .await
+            .unwrap();
+        h.sleep(Duration::from_millis(59_500)).await;
+        assert!(log.borrow().lost.is_none(), "dropped early");
+        while log.borrow().lost.is_none() {
+            h.sleep(Duration::from_millis(250)).await;
+            assert!(h.time() - start <= Duration::from_secs(62), "never dropped");
+        }
+        let took = h.time() - start;
+        assert!(
+            took >= Duration::from_secs(60) && took <= Duration::from_secs(61),
+            "{took:?}"
+        );
+        // A peer that ignores our close_notify: aborted after 30 s.
+        let clog = Shared::default();
+        let c2 = clog.clone();
+        let (t, _p) = h
+            .create_connection(
+                move || Peer::new(&c2),
+                addr,
+                ConnectOptions::default().tls(client, localhost()),
+            )
+            .await
+            .unwrap();
+        t.write(b"hi").unwrap();
+        wait_for(&h, "echo", LIMIT, || clog.borrow().data == b"hi").await;
+        let closed_at = h.time();
+        t.close();
+        h.sleep(Duration::from_millis(29_500)).await;
+        assert!(clog.borrow().lost.is_none(), "aborted early");
+        while clog.borrow().lost.is_none() {
+            h.sleep(Duration::from_millis(250)).await;
+            assert!(
+                h.time() - closed_at <= Duration::from_secs(32),
+                "never aborted"
+            );
+        }
+        let took = h.time() - closed_at;
+        assert!(
+            took >= Duration::from_secs(30) && took <= Duration::from_secs(31),
+            "{took:?}"
+        );
+        assert!(
+            matches!(
+                clog.borrow().lost,
+                Some(CloseReason::Timeout(TimeoutKind::Shutdown))
+            ),
+            "{:?}",
+            clog.borrow().lost
+        );
+        server.close();
     })
     .unwrap();
 }

@@ -86,6 +86,7 @@ impl TlsLayer {
             st.hs
         };
         if hs == Hs::Pending {
+            self.report_server_handshake_failure(&reason);
             self.settle_handshake(Err(Error::TlsHandshake(reason)));
             self.close_lower();
         }

@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use super::session::Session;
 use super::{TlsInfo, TlsTimeouts};
 use crate::error::{Error, Result};
-use crate::event_loop::Handle;
+use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::task::SettableFuture;
 use crate::time::TimerHandle;
@@ -292,11 +292,32 @@ impl TlsLayer {
             st.plain_in.clear();
         }
         if self.st.borrow().hs == Hs::Pending {
+            if matches!(reason, CloseReason::Timeout(_)) {
+                self.report_server_handshake_failure(&reason);
+            }
             self.settle_handshake(Err(Error::TlsHandshake(reason)));
         }
         if let Some(l) = self.lower() {
             l.abort();
         }
+    }
+
+    /// No protocol and no caller hear of a server's failed handshake: the
+    /// exception handler is the only place the operator can learn why
+    /// clients fail (asyncio's "SSL handshake failed" goes there too).
+    /// Called while the stream below is still open, for its address.
+    pub(super) fn report_server_handshake_failure(&self, reason: &CloseReason) {
+        if !self.session.borrow().is_server() || !self.st.borrow().connect_on_handshake {
+            return; // a client's caller, or start_tls's, gets the error
+        }
+        let peer = self
+            .lower()
+            .and_then(|t| t.peer_addr())
+            .map_or_else(|| "a client".to_string(), |a| a.to_string());
+        self.handle.report(
+            ExceptionKind::Error,
+            format!("TLS handshake with {peer} failed: {reason}"),
+        );
     }
 
     /// Send whatever ciphertext the session produced.

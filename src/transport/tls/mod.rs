@@ -30,7 +30,9 @@
 //!   certificate), and the protocol is never called.
 //! - On a server, a connection whose handshake fails is closed (after the
 //!   alert is sent) without its protocol ever being called; the server
-//!   goes on serving.
+//!   goes on serving. The failure (a TLS error or the handshake timeout)
+//!   goes to the loop's exception handler as one line naming the client's
+//!   address and the reason, so an operator can see why clients fail.
 //!
 //! Under TLS 1.3 a client finishes its handshake before the server has
 //! checked the client's certificate, so a server refusing a client

@@ -196,6 +196,11 @@ impl Session {
     }
 
     /// What was negotiated; meaningful once the handshake completed.
+    /// This is the server end.
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self.conn, rustls::Connection::Server(_))
+    }
+
     pub(crate) fn info(&self) -> TlsInfo {
         let peer_certificates: Vec<CertificateDer<'static>> = self
             .conn
