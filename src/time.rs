@@ -96,6 +96,7 @@ impl Entry {
 /// ```
 /// let lp = protoloop::EventLoop::new().unwrap();
 /// let h = lp.handle().call_soon(|| panic!("never runs"));
+/// assert!(h.when() <= lp.handle().time());
 /// h.cancel();
 /// lp.handle().call_soon({ let hd = lp.handle(); move || hd.stop() });
 /// lp.run_forever().unwrap();
@@ -114,6 +115,12 @@ impl CallbackHandle {
     /// `true` once cancelled.
     pub fn cancelled(&self) -> bool {
         self.0.cancelled.get()
+    }
+
+    /// When it was scheduled, on the loop's clock: it is due at once and
+    /// runs on the loop's next iteration.
+    pub fn when(&self) -> Instant {
+        self.0.when
     }
 }
 

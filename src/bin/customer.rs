@@ -12,7 +12,8 @@ use protoloop::demo::session::Kind;
 use protoloop::demo::wire::{describe, parse_kind};
 
 const USAGE: &str = "usage: customer [--atm HOST:PORT] deposit|withdraw NAME AMOUNT
-  --atm  the ATM's address (default 127.0.0.1:33333)";
+  --atm      the ATM's address (default 127.0.0.1:33333)
+  --connect  the same (the name every client example takes)";
 
 struct Cli {
     atm: String,
@@ -26,9 +27,15 @@ fn parse(args: &[String]) -> Result<Cli, String> {
     let mut words = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        if arg == "--atm" {
-            atm = it.next().cloned().ok_or("--atm needs a value")?;
-        } else if let Some(v) = arg.strip_prefix("--atm=") {
+        if arg == "--atm" || arg == "--connect" {
+            atm = it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))?;
+        } else if let Some(v) = arg
+            .strip_prefix("--atm=")
+            .or_else(|| arg.strip_prefix("--connect="))
+        {
             atm = v.to_string();
         } else if arg.starts_with("--") {
             return Err(format!("unexpected option `{arg}`"));
@@ -89,5 +96,34 @@ fn main() -> ExitCode {
             eprintln!("customer: the event loop failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_atm_address_comes_from_atm_or_connect() {
+        for a in [
+            &["--atm", "127.0.0.1:1", "deposit", "Jane Doe", "5"][..],
+            &["--atm=127.0.0.1:1", "deposit", "Jane Doe", "5"],
+            &["--connect", "127.0.0.1:1", "deposit", "Jane Doe", "5"],
+            &["deposit", "--connect=127.0.0.1:1", "Jane Doe", "5"],
+        ] {
+            let cli = parse(&args(a)).unwrap();
+            assert_eq!(cli.atm, "127.0.0.1:1", "{a:?}");
+            assert_eq!((cli.name.as_str(), cli.amount), ("Jane Doe", 5.0));
+        }
+        let cli = parse(&args(&["withdraw", "John Doe", "100"])).unwrap();
+        assert_eq!(cli.atm, "127.0.0.1:33333");
+        assert_eq!(
+            parse(&args(&["deposit", "Jane Doe", "5", "--connect"])).err(),
+            Some("--connect needs a value".to_string())
+        );
     }
 }

@@ -226,6 +226,19 @@ impl EventLoop {
         self.handle.run_forever()
     }
 
+    /// Ask the loop to stop after the current iteration; the same as
+    /// [`Handle::stop`]. Called before `run_forever`, it makes the next
+    /// run do one iteration and return, as asyncio's `loop.stop()` does.
+    ///
+    /// ```
+    /// let lp = protoloop::EventLoop::new().unwrap();
+    /// lp.stop();
+    /// lp.run_forever().unwrap(); // one iteration, then back here
+    /// ```
+    pub fn stop(&self) {
+        self.handle.stop()
+    }
+
     /// Run `future` to completion on the loop and return its output.
     ///
     /// Fails with [`Error::StoppedBeforeComplete`] if `stop()` is called
@@ -332,7 +345,7 @@ impl Handle {
     pub fn call_soon<F: FnOnce() + 'static>(&self, callback: F) -> CallbackHandle {
         let entry = Entry::new(
             Box::new(callback),
-            Instant::now(),
+            self.time(),
             self.next_seq(),
             Location::caller(),
             std::any::type_name::<F>(),

@@ -461,6 +461,41 @@ impl Handle {
     /// Binding happens now (port 0 picks a free port: see
     /// [`Server::local_addrs`]); with the default options the server is
     /// accepting when this returns.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use protoloop::{EventLoop, Protocol, ServerOptions, Transport};
+    ///
+    /// /// Answers every chunk with its length.
+    /// struct Count(Option<Transport>);
+    /// impl Protocol for Count {
+    ///     fn connection_made(&mut self, t: Transport) {
+    ///         self.0 = Some(t);
+    ///     }
+    ///     fn data_received(&mut self, data: &[u8]) {
+    ///         let t = self.0.as_ref().unwrap();
+    ///         t.write(format!("{}\n", data.len()).as_bytes()).unwrap();
+    ///         t.close();
+    ///     }
+    /// }
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let server = lp
+    ///     .handle()
+    ///     .create_server(|| Count(None), "127.0.0.1:0", ServerOptions::default())
+    ///     .unwrap();
+    /// let addr = server.local_addrs()[0];
+    /// let client = std::thread::spawn(move || {
+    ///     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    ///     s.write_all(b"hello").unwrap();
+    ///     let mut reply = String::new();
+    ///     s.read_to_string(&mut reply).unwrap();
+    ///     reply
+    /// });
+    /// lp.run_until(std::time::Duration::from_secs(10), || client.is_finished()).unwrap();
+    /// assert_eq!(client.join().unwrap(), "5\n");
+    /// server.close();
+    /// ```
     pub fn create_server<P, F>(
         &self,
         factory: F,
