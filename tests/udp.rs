@@ -309,6 +309,41 @@ fn closed_port_error_names_the_destination_and_the_endpoint_goes_on() {
 }
 
 #[test]
+fn closed_port_error_over_ipv6_names_the_destination() {
+    // IPV6_RECVERR: the same attribution as over IPv4, where the host
+    // has ::1 (skipped, saying so, where it has not).
+    let Ok(guard) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("no ::1 on this host: IPv6 attribution not tested");
+        return;
+    };
+    guard.connect("[::1]:1").unwrap();
+    let closed = guard.local_addr().unwrap();
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    run(&lp, async move {
+        let (t, p) = recorder(&h, local("[::1]:0")).await;
+        for n in 1..=2 {
+            t.sendto(b"into the void", closed).unwrap();
+            wait_until(&h, "error_received", || p.with(|p| p.errors.len() == n)).await;
+        }
+        p.with(|p| {
+            for (e, addr) in &p.errors {
+                assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+                assert_eq!(
+                    addr.as_ref().map(inet),
+                    Some(closed),
+                    "names the destination"
+                );
+            }
+            assert!(p.lost.is_empty());
+        });
+        assert!(!t.is_closing());
+        t.close();
+        drop(guard);
+    });
+}
+
+#[test]
 fn connected_endpoint_gets_refusals_for_its_peer() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
