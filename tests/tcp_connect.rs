@@ -1,6 +1,6 @@
 //! `create_connection` over loopback: typed errors (refused, every
 //! address failing, unresolvable names, timeouts), name resolution,
-//! options, cancellation, and IPv6.
+//! options (TCP_NODELAY both ends), cancellation, and IPv6.
 
 mod common;
 
@@ -249,4 +249,69 @@ fn ipv6_loopback() {
         t.close();
         server.close();
     });
+}
+
+/// `TCP_NODELAY` of a transport's socket, read through `extra("fd")`.
+fn nodelay_of(t: &protoloop::Transport) -> bool {
+    let fd = *t
+        .extra("fd")
+        .expect("a stream transport has an fd")
+        .downcast::<std::os::fd::RawFd>()
+        .unwrap();
+    // SAFETY: the transport is open, so the descriptor is live for the
+    // duration of this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).tcp_nodelay().unwrap()
+}
+
+/// Records the accepted side's `TCP_NODELAY` in `connection_made`.
+struct NoDelaySeen(std::rc::Rc<std::cell::RefCell<Vec<bool>>>);
+
+impl protoloop::Protocol for NoDelaySeen {
+    fn connection_made(&mut self, t: protoloop::Transport) {
+        self.0.borrow_mut().push(nodelay_of(&t));
+    }
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+#[test]
+fn tcp_nodelay_is_on_by_default_on_both_ends_and_can_be_turned_off() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for opts in [
+        ServerOptions::default(),
+        ServerOptions::default().nodelay(false),
+    ] {
+        let s2 = seen.clone();
+        let server = h
+            .create_server(move || NoDelaySeen(s2.clone()), "127.0.0.1:0", opts)
+            .unwrap();
+        addrs.push(server.local_addrs()[0]);
+        servers.push(server);
+    }
+    let h2 = h.clone();
+    let s3 = seen.clone();
+    run(&lp, LIMIT, async move {
+        let mut client_side = Vec::new();
+        for (addr, opts) in [
+            (addrs[0], ConnectOptions::default()),
+            (addrs[1], ConnectOptions::default().nodelay(false)),
+        ] {
+            let (t, _) = h2
+                .create_connection(|| Rec::new().0, addr, opts)
+                .await
+                .unwrap();
+            client_side.push(nodelay_of(&t));
+            wait_until(&h2, "accepted", || s3.borrow().len() == client_side.len()).await;
+            t.close();
+        }
+        assert_eq!(client_side, [true, false], "clients: default on, then off");
+        assert_eq!(*s3.borrow(), [true, false], "servers: default on, then off");
+    });
+    for s in servers {
+        s.close();
+    }
 }

@@ -300,8 +300,18 @@ impl Transport {
         self.inner.get_protocol()
     }
 
-    /// Kind-specific details, asyncio's `get_extra_info`: for example
-    /// `"tls"` on a TLS transport. `None` when the transport has none.
+    /// Kind-specific details, asyncio's `get_extra_info`. `None` when the
+    /// transport has none. Stream sockets (TCP, Unix) give `"peername"`
+    /// and `"sockname"` (a [`SocketAddress`]) and `"fd"` (the socket's
+    /// `RawFd`, while the connection is open: for reading or setting
+    /// socket options, never for I/O or closing); a TLS transport adds
+    /// `"tls"` (a [`TlsInfo`](crate::tls::TlsInfo)).
+    ///
+    /// ```no_run
+    /// # fn f(t: &protoloop::Transport) {
+    /// let fd = *t.extra("fd").unwrap().downcast::<std::os::fd::RawFd>().unwrap();
+    /// # let _ = fd; }
+    /// ```
     pub fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
         self.inner.extra(key)
     }

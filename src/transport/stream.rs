@@ -27,6 +27,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ const BUFFER_HINT: usize = 64 * 1024;
 const CLOSE_DRAIN_LIMIT: usize = 1024 * 1024;
 
 /// A connected, non-blocking stream socket.
-pub(crate) trait StreamSocket: mio::event::Source + 'static {
+pub(crate) trait StreamSocket: mio::event::Source + std::os::fd::AsRawFd + 'static {
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
     fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -840,6 +841,11 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
             "sockname" => self
                 .local_addr()
                 .map(|a| Box::new(a) as Box<dyn std::any::Any>),
+            "fd" => self
+                .sock
+                .borrow()
+                .as_ref()
+                .map(|s| Box::new(s.as_raw_fd()) as Box<dyn std::any::Any>),
             _ => None,
         }
     }
