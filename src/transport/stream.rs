@@ -27,7 +27,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
