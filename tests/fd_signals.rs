@@ -1,6 +1,7 @@
 //! Watching raw file descriptors (`add_reader` / `add_writer`,
-//! level-triggered) and Unix signal handlers. This binary's only signal
-//! test raises SIGUSR1: tests run on parallel threads of one process.
+//! level-triggered) and Unix signal handlers. Only one test raises a
+//! signal in this process (SIGUSR1), since tests run on parallel threads
+//! of one process; signals that may kill are raised in child processes.
 
 mod common;
 
@@ -96,8 +97,8 @@ fn add_reader_on_a_bad_fd_is_an_error() {
     assert_eq!(h.stats().sources, 0, "failed watch left a source behind");
 }
 
-/// The only test in this binary that raises signals (SIGUSR1): tests run
-/// on parallel threads of one process.
+/// The only test in this binary that raises signals in its own process
+/// (SIGUSR1): tests run on parallel threads of one process.
 #[test]
 fn signal_handlers_run_on_the_loop_and_can_be_removed() {
     use signal_hook::consts::{SIGKILL, SIGSEGV, SIGUSR1};
@@ -134,9 +135,9 @@ fn signal_handlers_run_on_the_loop_and_can_be_removed() {
         assert_eq!(hits2.get(), 1);
         assert!(h2.remove_signal_handler(SIGUSR1));
         assert!(!h2.remove_signal_handler(SIGUSR1));
-        // Still caught by signal-hook (not fatal), but nobody is called.
-        signal_hook::low_level::raise(SIGUSR1).unwrap();
-        h2.sleep(Duration::from_millis(50)).await;
+        // SIGUSR1 is back to its default action (terminate) now: see
+        // `removing_the_last_handler_gives_the_signal_back`, which raises
+        // it in a child process.
         assert_eq!(second.get(), 1);
         assert_eq!(h2.stats().sources, 0);
     });
@@ -168,4 +169,65 @@ fn signal_handlers_run_on_the_loop_and_can_be_removed() {
     });
     go_tx.send(()).unwrap();
     other.join().unwrap();
+}
+
+/// Run as a child of the next test: add a handler for the signal named by
+/// `PROTOLOOP_SIGNAL_CHILD`, remove it (or close the loop), raise the
+/// signal, and print "survived" if the process is still there.
+fn signal_child(sig: i32, by_close: bool) {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    h.add_signal_handler(sig, || {}).unwrap();
+    if by_close {
+        lp.close().unwrap();
+    } else {
+        assert!(h.remove_signal_handler(sig));
+    }
+    signal_hook::low_level::raise(sig).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    println!("survived");
+}
+
+#[test]
+fn removing_the_last_handler_gives_the_signal_back() {
+    use signal_hook::consts::{SIGPIPE, SIGUSR2};
+    use std::os::unix::process::ExitStatusExt;
+    if let Ok(spec) = std::env::var("PROTOLOOP_SIGNAL_CHILD") {
+        let (sig, how) = spec.split_once(':').unwrap();
+        signal_child(sig.parse().unwrap(), how == "close");
+        return;
+    }
+    // SIGUSR2's default terminates; SIGPIPE, which Rust ignores at start,
+    // stays ignored. Each case runs in a child process, since it may die.
+    for (sig, how, dies) in [
+        (SIGUSR2, "remove", true),
+        (SIGUSR2, "close", true),
+        (SIGPIPE, "remove", false),
+    ] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "removing_the_last_handler_gives_the_signal_back",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PROTOLOOP_SIGNAL_CHILD", format!("{sig}:{how}"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if dies {
+            assert_eq!(
+                out.status.signal(),
+                Some(sig),
+                "signal {sig} after {how}: {:?} {stdout}",
+                out.status
+            );
+        } else {
+            assert!(
+                out.status.success() && stdout.contains("survived"),
+                "signal {sig} after {how}: {:?} {stdout}",
+                out.status
+            );
+        }
+    }
 }

@@ -4,13 +4,17 @@
 //! any other callback.
 //!
 //! Several loops in one process may watch the same signal; each is told.
-//! After `remove_signal_handler` the signal is no longer watched by this
-//! loop; `signal-hook` cannot put back the default disposition, so a signal
-//! nobody watches any more is ignored rather than, say, terminating.
+//! When the last loop stops watching a signal (`remove_signal_handler`, or
+//! closing the loop), the signal gets back what it had before the first
+//! handler: if that was the default action (terminate, for `SIGTERM`),
+//! a signal-hook action that emulates it stands in, since signal-hook
+//! never uninstalls its own handler; if it was ignored (as Rust makes
+//! `SIGPIPE`) or someone else's handler, it stays so.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Mutex;
 
 use mio::{Interest, Token};
 use signal_hook_mio::v1_0::Signals;
@@ -29,11 +33,74 @@ pub(crate) struct SignalWatcher {
 }
 
 impl SignalWatcher {
+    /// Stop watching: deregister, and give back every signal that still
+    /// had a handler here.
     pub(crate) fn close(&self, handle: &Handle) {
         handle
             .inner
             .reactor
             .remove(&mut *self.signals.borrow_mut(), self.token);
+        let sigs: Vec<i32> = self
+            .callbacks
+            .borrow_mut()
+            .drain()
+            .map(|(s, _)| s)
+            .collect();
+        for sig in sigs {
+            unwatch(sig);
+        }
+    }
+}
+
+/// A signal's watchers across the process's loops.
+struct Watch {
+    /// Loops with a handler for it.
+    loops: usize,
+    /// Its disposition was the default action before any loop watched it.
+    was_default: bool,
+    /// While no loop watches it: the action emulating the default.
+    default: Option<signal_hook::SigId>,
+}
+
+static WATCHED: Mutex<BTreeMap<i32, Watch>> = Mutex::new(BTreeMap::new());
+
+/// Whether `sig`'s disposition is the default action right now.
+fn disposition_is_default(sig: i32) -> bool {
+    // SAFETY: a query only (no new action); `old` is written by the call.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+/// A loop starts watching `sig` (call before registering it).
+fn watch(sig: i32) {
+    let mut map = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let w = map.entry(sig).or_insert_with(|| Watch {
+        loops: 0,
+        was_default: disposition_is_default(sig),
+        default: None,
+    });
+    w.loops += 1;
+    if let Some(id) = w.default.take() {
+        signal_hook::low_level::unregister(id);
+    }
+}
+
+/// A loop stops watching `sig`; the last one puts the default back.
+fn unwatch(sig: i32) {
+    let mut map = WATCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = map.get_mut(&sig) else { return };
+    w.loops = w.loops.saturating_sub(1);
+    if w.loops == 0 && w.was_default && w.default.is_none() {
+        // SAFETY: the action only calls emulate_default_handler, which is
+        // async-signal-safe.
+        w.default = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+            })
+        }
+        .ok();
     }
 }
 
@@ -100,11 +167,14 @@ impl Handle {
             return Err(Error::LoopClosed);
         }
         let watcher = self.signal_watcher()?;
-        watcher
-            .signals
-            .borrow()
-            .add_signal(sig)
-            .map_err(|e| Error::io(format!("watching signal {sig}"), e))?;
+        let new = !watcher.callbacks.borrow().contains_key(&sig);
+        if new {
+            watch(sig);
+            if let Err(e) = watcher.signals.borrow().add_signal(sig) {
+                unwatch(sig);
+                return Err(Error::io(format!("watching signal {sig}"), e));
+            }
+        }
         watcher
             .callbacks
             .borrow_mut()
@@ -112,7 +182,10 @@ impl Handle {
         Ok(())
     }
 
-    /// Stop handling `sig`; `false` if there was no handler.
+    /// Stop handling `sig`; `false` if there was no handler. When no loop
+    /// in the process handles `sig` any more, it gets back the disposition
+    /// it had before the first handler (see the module docs): a `SIGTERM`
+    /// terminates again.
     pub fn remove_signal_handler(&self, sig: i32) -> bool {
         let Some(old) = self.inner.signals.borrow().clone() else {
             return false;
@@ -126,13 +199,17 @@ impl Handle {
         old.close(self);
         *self.inner.signals.borrow_mut() = None;
         if !rest.is_empty() {
-            if let Ok(w) = self.signal_watcher() {
-                for sig in rest.keys() {
-                    let _ = w.signals.borrow().add_signal(*sig);
+            match self.signal_watcher() {
+                Ok(w) => {
+                    for sig in rest.keys() {
+                        let _ = w.signals.borrow().add_signal(*sig);
+                    }
+                    *w.callbacks.borrow_mut() = rest;
                 }
-                *w.callbacks.borrow_mut() = rest;
+                Err(_) => rest.keys().for_each(|s| unwatch(*s)),
             }
         }
+        unwatch(sig);
         true
     }
 
