@@ -1,4 +1,5 @@
-//! Read and write pipe transports over OS pipes and child pipes; every
+//! Read and write pipe transports over OS pipes, child pipes and this
+//! process's own stdin/stdout (in a child run of this binary); every
 //! wait bounded by a deadline.
 
 use std::cell::RefCell;
@@ -411,4 +412,71 @@ fn connecting_on_a_closed_loop_is_an_error() {
     assert!(matches!(e, Error::LoopClosed), "{e}");
     let e = h.connect_write_pipe(|| Rec::new(&h).0, w).err().unwrap();
     assert!(matches!(e, Error::LoopClosed), "{e}");
+}
+
+/// The child side of the next test: stdin through a read pipe transport,
+/// upper-cased, out through a write pipe transport on stdout, framed by
+/// `<<` `>>` so the parent can find it among the test harness's lines.
+fn stdio_child() {
+    use std::os::fd::AsFd;
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned().unwrap();
+    let (out, _) = h.connect_write_pipe(|| Rec::new(&h).0, stdout).unwrap();
+    out.write(b"<<").unwrap();
+    let (rec, log, lost) = Rec::new(&h);
+    let (_inp, _) = h.connect_read_pipe(|| rec, stdin).unwrap();
+    run(&lp, async move {
+        let reason = lost.await;
+        assert!(matches!(reason, Ok(CloseReason::PeerEof)), "{reason:?}");
+        let upper = data(&log.borrow()).to_ascii_uppercase();
+        out.write(&upper).unwrap();
+        out.write(b">>").unwrap();
+        out.close();
+        while !out.is_closing() || out.get_write_buffer_size() > 0 {
+            Handle::current().sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+#[test]
+fn stdin_and_stdout_as_pipe_transports() {
+    if std::env::var_os("PROTOLOOP_STDIO_CHILD").is_some() {
+        stdio_child();
+        return;
+    }
+    // This test binary again, as a filter: what goes to its stdin comes
+    // back upper-cased on its stdout.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stdin_and_stdout_as_pipe_transports",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("PROTOLOOP_STDIO_CHILD", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&big).unwrap();
+        big
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let big = writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let start = out
+        .windows(2)
+        .position(|w| w == b"<<")
+        .expect("the child's output")
+        + 2;
+    let end = start + big.len();
+    assert_eq!(&out[start..end], big.to_ascii_uppercase().as_slice());
+    assert_eq!(&out[end..end + 2], b">>");
 }
