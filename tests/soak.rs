@@ -59,9 +59,9 @@ const FD_MARGIN: u64 = 64;
 
 fn customers() -> usize {
     match std::env::var("PROTOLOOP_SOAK") {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("PROTOLOOP_SOAK: expected a number of customers, got `{v}`")),
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            panic!("PROTOLOOP_SOAK: expected a number of customers, got `{v}`")
+        }),
         Err(_) => DEFAULT_CUSTOMERS,
     }
 }
@@ -170,7 +170,9 @@ struct Ledger {
 impl Ledger {
     fn new(n: usize) -> Ledger {
         Ledger {
-            balances: Rc::new(RefCell::new((0..n).map(|i| (account(i), opening(i))).collect())),
+            balances: Rc::new(RefCell::new(
+                (0..n).map(|i| (account(i), opening(i))).collect(),
+            )),
             answered: Rc::default(),
         }
     }
@@ -192,7 +194,9 @@ impl Ledger {
     /// Post a transaction the ATM reported.
     fn post(&self, id: &str, reply: &Reply) {
         if reply.success {
-            self.balances.borrow_mut().insert(id.to_string(), reply.balance);
+            self.balances
+                .borrow_mut()
+                .insert(id.to_string(), reply.balance);
         }
     }
 }
@@ -267,7 +271,10 @@ fn customers_through_the_atm_every_reply_accounted_for_and_memory_stable() {
         async move {
             let bank_addr = bank.local_addr().to_string();
             let args = ["--bank", bank_addr.as_str(), "--listen", "127.0.0.1:0"];
-            let atm = atm(ATM, args).start(&h).await.unwrap_or_else(|e| panic!("{e}"));
+            let atm = atm(ATM, args)
+                .start(&h)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let customer = Customer::new(&h, atm.addr().unwrap()).timeout(limit);
             let mut model = Model::new(n);
             let mut rss_after = Vec::new();
@@ -278,7 +285,8 @@ fn customers_through_the_atm_every_reply_accounted_for_and_memory_stable() {
                         let (kind, amount) = request(i, r, j);
                         let want = model.expect(i, kind, amount);
                         assert_eq!(
-                            *reply, want,
+                            *reply,
+                            want,
                             "{}, round {r}, request {j}: {kind:?} {amount}",
                             account(i)
                         );
