@@ -13,6 +13,8 @@ use protoloop::{
     SubprocessProtocol, SubprocessTransport, TimeoutKind,
 };
 
+#[path = "subprocess/faults.rs"]
+mod faults;
 #[path = "subprocess/flow.rs"]
 mod flow;
 #[path = "subprocess/lifecycle.rs"]

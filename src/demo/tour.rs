@@ -21,11 +21,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::bank::{Bank, BankServer};
-use super::child::{AtmChild, ChildError};
+use super::child::{LISTENING, atm, listening_addr};
 use super::customer::Customer;
 use super::session::Kind;
 use super::wire::describe;
 use crate::proto::customer::Reply;
+use crate::testing::ProgramError;
 use crate::{Handle, Stdio};
 
 /// One customer of the demo and the reply the talk shows.
@@ -85,9 +86,11 @@ pub enum TourError {
     /// The in-process bank could not listen.
     Bank(crate::Error),
     /// The ATM child did not start.
-    Atm(ChildError),
+    Atm(ProgramError),
+    /// The ATM child's listening line had no address in it (the line).
+    NoAddress(String),
     /// The ATM child could not be stopped and reaped.
-    Stop(crate::Error),
+    Stop(ProgramError),
 }
 
 impl fmt::Display for TourError {
@@ -95,7 +98,13 @@ impl fmt::Display for TourError {
         match self {
             TourError::Bank(e) => write!(f, "the bank could not listen: {e}"),
             TourError::Atm(e) => e.fmt(f),
-            TourError::Stop(e) => write!(f, "the ATM could not be stopped: {e}"),
+            TourError::NoAddress(line) => {
+                write!(
+                    f,
+                    "expected `{LISTENING}ADDRESS` from the ATM, got `{line}`"
+                )
+            }
+            TourError::Stop(e) => e.fmt(f),
         }
     }
 }
@@ -140,7 +149,12 @@ pub async fn run(
         "127.0.0.1:0".to_string(),
     ];
     // The ATM's log lines go straight to our stderr.
-    let started = AtmChild::start(h, atm_program, args, Stdio::Inherit, START_WITHIN).await;
+    let started = atm(atm_program, args)
+        .stderr(Stdio::Inherit)
+        .ready_within(START_WITHIN)
+        .stop_grace(STOP_GRACE)
+        .start(h)
+        .await;
     let atm = match started {
         Ok(atm) => atm,
         Err(e) => {
@@ -148,14 +162,18 @@ pub async fn run(
             return Err(TourError::Atm(e));
         }
     };
+    let line = atm.ready_line().unwrap_or_default();
+    let Some(atm_addr) = listening_addr(line) else {
+        bank.close();
+        return Err(TourError::NoAddress(line.to_string()));
+    };
     out(&format!(
-        "demo: ATM started (pid {}), listening on {}",
-        atm.process().pid(),
-        atm.addr()
+        "demo: ATM started (pid {}), listening on {atm_addr}",
+        atm.pid(),
     ));
 
     // All three at once, as in the talk; replies are shown in order.
-    let customer = Customer::new(h, atm.addr());
+    let customer = Customer::new(h, atm_addr);
     let calls: Vec<_> = CASES
         .iter()
         .map(|case| h.spawn(customer.request(case.kind, case.customer, case.amount)))
@@ -187,7 +205,7 @@ pub async fn run(
         out(&line);
     }
 
-    let status = atm.stop(STOP_GRACE).await.map_err(TourError::Stop)?;
+    let status = atm.stop().await.map_err(TourError::Stop)?;
     bank.close();
     out(&format!(
         "demo: ATM stopped with SIGTERM: {}",

@@ -1,5 +1,6 @@
 //! The test toolkit: deterministic tests of protocols and transports with
-//! no sockets and no sleeping.
+//! no sockets and no sleeping, and fixtures for tests that start real
+//! programs.
 //!
 //! | tool | what it gives a test |
 //! |---|---|
@@ -8,6 +9,12 @@
 //! | [`RecordingTransport`] | a transport that records what a protocol wrote and called, for unit tests with no loop |
 //! | [`LifecycleChecker`] | wraps protocols and catches every breach of the callback contract |
 //! | [`check_splits`] / [`check_protocol_splits`] / [`SplitCheck`] | feeds a byte sequence cut at every point (and one byte at a time) and demands the same outcome |
+//! | [`Program`] / [`RunningProgram`] ([`process`]) | starts a real program under test, waits until it is ready (a log line, or a TCP connect), captures its output, and always stops and reaps it |
+//! | [`FakeServer`] / [`fake_client`] | fake peers for a program under test, on loopback port 0 |
+//!
+//! The first five need no sockets and no sleeping; the last two are for
+//! tests across processes, as the talk's pytest-asyncio conftest does
+//! them (`tests/atm.rs` runs the real `atm` binary this way).
 //!
 //! Everything here is ordinary library code, always compiled: it has no
 //! cost unless used, and users test their own protocols with it.
@@ -55,14 +62,18 @@
 //! });
 //! ```
 
+mod fake;
 mod lifecycle;
 mod memory;
+pub mod process;
 #[cfg(test)]
 mod props;
 mod recording;
 mod split;
 
+pub use fake::{FakeServer, fake_client};
 pub use lifecycle::{Checked, Event, LifecycleChecker, Violation};
 pub use memory::{Chunking, DEFAULT_CAPACITY, EndOptions, MemoryEnd, PairOptions, pair, pair_with};
+pub use process::{Program, ProgramError, Ready, RunningProgram, Stream};
 pub use recording::{Call, RecordingTransport};
 pub use split::{DEFAULT_THREE_WAY_MAX, SplitCheck, check_protocol_splits, check_splits};

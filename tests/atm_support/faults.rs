@@ -9,12 +9,12 @@ use std::time::Duration;
 use prost::Message;
 use protoloop::CloseReason;
 use protoloop::demo::bank::Bank;
-use protoloop::demo::child::ChildError;
 use protoloop::demo::session::Kind;
 use protoloop::demo::wire::request;
 use protoloop::proto::bank::GetBalance;
 use protoloop::proto::customer::Reply;
 use protoloop::rpc::{RpcError, Service};
+use protoloop::testing::{ProgramError, Stream};
 
 use super::JANE_WITHDRAWS_100;
 use super::atm_support::{Rig, hex, start_without_bank};
@@ -210,7 +210,7 @@ fn sigterm_finishes_what_is_in_flight_closes_idle_customers_and_exits_0() {
         cx.wait_until("the bank to get the request", move || h2.get() == 1)
             .await;
 
-        cx.child().process().terminate().unwrap();
+        cx.child().terminate().unwrap();
         assert_eq!(
             waiting.await.unwrap().unwrap(),
             jane_served(),
@@ -225,11 +225,7 @@ fn sigterm_finishes_what_is_in_flight_closes_idle_customers_and_exits_0() {
             idle_got.borrow().is_empty(),
             "idle customer closed ({reason}) without a reply"
         );
-        let status =
-            cx.h.timeout(super::atm_support::WAIT, cx.child().process().wait())
-                .await
-                .unwrap()
-                .unwrap();
+        let status = cx.child().wait(super::atm_support::WAIT).await.unwrap();
         assert!(
             status.success(),
             "exit status {status}; stderr:\n{}",
@@ -249,7 +245,8 @@ fn sigterm_finishes_what_is_in_flight_closes_idle_customers_and_exits_0() {
 #[test]
 fn an_atm_with_no_bank_exits_non_zero_saying_so() {
     match start_without_bank("0.3") {
-        ChildError::Exited { status, stderr } => {
+        e @ ProgramError::Exited { .. } => {
+            let (status, stderr) = (e.status().unwrap(), e.output(Stream::Stderr));
             assert_eq!(status.code(), Some(1), "stderr: {stderr}");
             let lines: Vec<&str> = stderr.lines().collect();
             assert_eq!(lines.len(), 1, "one line, got {stderr:?}");

@@ -1,16 +1,17 @@
 //! The ATM tests' fixture, as in the talk's conftest: a bank in the
-//! test's own loop (port 0), the real `atm` binary started through the
-//! subprocess transport against it, and customers whose `send` returns a
-//! future.
+//! test's own loop (port 0), the real `atm` binary started against it
+//! with `protoloop::testing::Program`, and customers whose `send` returns
+//! a future.
 //!
 //! - The ATM is ready once it prints `atm: listening on ADDR`, which it
 //!   does after its listener is bound: from then on connections are
 //!   accepted. Waiting for it has a deadline; a failure says what the
-//!   ATM wrote on stderr.
+//!   ATM wrote.
 //! - Every test body runs under a time limit.
 //! - [`Rig::finish`] stops the ATM with `SIGTERM` and waits for it; if
-//!   the test panics first, dropping the [`Rig`] kills the ATM
-//!   (`SIGKILL`) and prints its stderr. No process is left behind.
+//!   the test panics first, dropping the [`Rig`] stops the ATM the same
+//!   way (the fixture's `Drop`) and prints what it wrote. No process is
+//!   left behind.
 
 // Each test uses its own subset.
 #![allow(dead_code)]
@@ -24,13 +25,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use protoloop::demo::bank::{Bank, BankServer};
-use protoloop::demo::child::{AtmChild, ChildError};
+use protoloop::demo::child::atm;
 use protoloop::demo::customer::Customer;
 use protoloop::proto::bank::{GetBalance, Response};
 use protoloop::rpc::Service;
+use protoloop::testing::{ProgramError, RunningProgram, Stream, fake_client};
 use protoloop::{
-    CloseReason, ConnectOptions, EventLoop, Handle, Protocol, SettableFuture, Stdio,
-    SubprocessOptions, Transport,
+    CloseReason, EventLoop, Handle, Protocol, SettableFuture, Stdio, SubprocessOptions, Transport,
 };
 
 /// The `atm` binary cargo built for these tests.
@@ -47,8 +48,9 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// A bank in this loop and an `atm` child process using it.
 pub struct Rig {
-    lp: EventLoop,
+    // Dropped first, while the loop is still open: stops the ATM.
     ctx: Ctx,
+    lp: EventLoop,
 }
 
 /// What a test body gets: cheap to clone into tasks.
@@ -60,8 +62,7 @@ pub struct Ctx {
     pub bank: BankServer,
     /// Where the ATM listens.
     pub atm: SocketAddr,
-    child: Rc<AtmChild>,
-    stderr: Rc<RefCell<String>>,
+    child: Rc<RunningProgram>,
 }
 
 impl Rig {
@@ -82,17 +83,16 @@ impl Rig {
             "127.0.0.1:0".to_string(),
         ];
         let child = lp
-            .run_until_complete(AtmChild::start(&h, ATM, args, Stdio::Pipe, WAIT))
+            .run_until_complete(atm(ATM, args).ready_within(WAIT).start(&h))
             .unwrap()
             .unwrap_or_else(|e| panic!("the ATM did not start: {e}"));
         let ctx = Ctx {
             h,
             bank,
-            atm: child.addr(),
+            atm: child.addr().expect("the ATM prints its address"),
             child: Rc::new(child),
-            stderr: Rc::default(),
         };
-        Rig { lp, ctx }
+        Rig { ctx, lp }
     }
 
     /// Run a test body on the loop, failing (not hanging) after [`LIMIT`].
@@ -112,8 +112,9 @@ impl Rig {
 
     /// `SIGTERM` the ATM and wait for it (killed after a grace period).
     pub fn finish(&self) -> ExitStatus {
-        let stop = self.ctx.child.stop(WAIT);
-        self.run(|_| stop).expect("reaping the ATM")
+        let stop = self.ctx.child.stop();
+        self.run(|_| stop)
+            .unwrap_or_else(|e| panic!("stopping the ATM: {e}"))
     }
 
     /// [`finish`](Self::finish), asserting the ATM exited 0.
@@ -129,23 +130,6 @@ impl Rig {
     /// The test body's context, for use outside `run`.
     pub fn ctx(&self) -> &Ctx {
         &self.ctx
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let p = self.ctx.child.process();
-        if p.returncode().is_none() {
-            // A test that failed: don't leave the ATM behind. The loop
-            // (or, once it is closed, a background thread) reaps it.
-            let _ = p.kill();
-            let _ = self
-                .lp
-                .run_until_complete(self.ctx.h.timeout(WAIT, p.wait()));
-        }
-        if std::thread::panicking() {
-            eprintln!("--- the ATM's stderr ---\n{}", self.ctx.stderr());
-        }
     }
 }
 
@@ -176,8 +160,8 @@ impl Ctx {
         Customer::new(&self.h, self.atm)
     }
 
-    /// Open a connection to the ATM (no Nagle, so small writes go out as
-    /// they are made); returns the transport and the recording of what
+    /// Open a connection to the ATM (a fake client: no Nagle, so small
+    /// writes go out as they are made); returns the transport and the recording of what
     /// comes back.
     pub async fn connect_raw(
         &self,
@@ -188,10 +172,7 @@ impl Ctx {
             got: got.clone(),
             lost: lost.clone(),
         };
-        let opts = ConnectOptions::default().nodelay(true);
-        let (t, _) = self
-            .h
-            .create_connection(move || proto, self.atm, opts)
+        let (t, _) = fake_client(&self.h, self.atm, move || proto, WAIT)
             .await
             .expect("connecting to the ATM");
         (t, got, lost)
@@ -222,32 +203,20 @@ impl Ctx {
 
     /// Everything the ATM wrote on stderr so far.
     pub fn stderr(&self) -> String {
-        if let Ok(more) = self.child.process().take_output(2) {
-            self.stderr
-                .borrow_mut()
-                .push_str(&String::from_utf8_lossy(&more));
-        }
-        self.stderr.borrow().clone()
+        self.child.stderr()
     }
 
     /// Lines of the ATM's stderr containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.stderr()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
+        self.child.lines(Stream::Stderr, needle)
     }
 
     /// Wait until the ATM has logged `n` lines containing `needle`.
     pub async fn wait_for_log(&self, needle: &str, n: usize) -> Vec<String> {
-        let me = self.clone();
-        let wanted = needle.to_string();
-        self.wait_until(&format!("{n} log line(s) with `{needle}`"), move || {
-            me.log_lines(&wanted).len() >= n
-        })
-        .await;
-        self.log_lines(needle)
+        self.child
+            .wait_for_lines(Stream::Stderr, needle, n, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Poll `cond` every 2 ms until it holds; panic (with the ATM's
@@ -265,7 +234,7 @@ impl Ctx {
     }
 
     /// The ATM child.
-    pub fn child(&self) -> &AtmChild {
+    pub fn child(&self) -> &RunningProgram {
         &self.child
     }
 }
@@ -292,7 +261,7 @@ pub fn run_program(program: &str, args: &[&str]) -> (ExitStatus, String, String)
 }
 
 /// An ATM started against a bank that is not there: how it ended.
-pub fn start_without_bank(bank_wait: &str) -> ChildError {
+pub fn start_without_bank(bank_wait: &str) -> ProgramError {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     let port = free_port();
@@ -306,11 +275,11 @@ pub fn start_without_bank(bank_wait: &str) -> ChildError {
         bank_wait,
     ];
     match lp
-        .run_until_complete(AtmChild::start(&h, ATM, args, Stdio::Pipe, WAIT))
+        .run_until_complete(atm(ATM, args).ready_within(WAIT).start(&h))
         .unwrap()
     {
         Ok(child) => panic!(
-            "the ATM started without a bank, listening on {}",
+            "the ATM started without a bank, listening on {:?}",
             child.addr()
         ),
         Err(e) => e,

@@ -127,55 +127,35 @@ fn an_atm_that_cannot_listen_says_so() {
 
 #[test]
 fn the_bank_program_serves_an_atm() {
-    use protoloop::demo::child::AtmChild;
-    use protoloop::{EventLoop, Stdio, SubprocessOptions};
-    use std::time::Duration;
+    use protoloop::EventLoop;
+    use protoloop::demo::child::atm;
+    use protoloop::testing::{Program, Ready, Stream};
 
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let out = lp
+    let (zoe, jane, status, stdout) = lp
         .run_until_complete(async move {
-            let opts = SubprocessOptions::default()
-                .stdin(Stdio::Null)
-                .kill_on_drop(true);
-            let args = ["--listen", "127.0.0.1:0", "--balance", "Zoë=12.5"];
-            let bank = h.create_subprocess_exec(BANK, args, opts).unwrap();
-            let line = h
-                .timeout(Duration::from_secs(10), bank.read_line(1))
+            let bank = Program::new(BANK)
+                .args(["--listen", "127.0.0.1:0", "--balance", "Zoë=12.5"])
+                .ready(Ready::line(Stream::Stdout, "bank: listening on "))
+                .start(&h)
                 .await
-                .unwrap()
-                .unwrap()
                 .unwrap();
-            let line = String::from_utf8(line).unwrap();
-            let addr = line
-                .trim_end()
-                .strip_prefix("bank: listening on ")
-                .expect(&line)
-                .to_string();
-
+            let addr = bank.addr().unwrap().to_string();
             let args = ["--bank", addr.as_str(), "--listen", "127.0.0.1:0"];
-            let atm = AtmChild::start(&h, ATM, args, Stdio::Pipe, Duration::from_secs(10))
-                .await
-                .unwrap();
-            let customer = protoloop::demo::customer::Customer::new(&h, atm.addr());
+            let atm = atm(ATM, args).start(&h).await.unwrap();
+            let customer = protoloop::demo::customer::Customer::new(&h, atm.addr().unwrap());
             let zoe = customer.withdraw("Zoë", 2.5).await.unwrap();
             let jane = customer.withdraw("Jane Doe", 1.0).await.unwrap();
-            assert!(atm.stop(Duration::from_secs(5)).await.unwrap().success());
-            bank.terminate().unwrap();
-            let out = h
-                .timeout(Duration::from_secs(10), bank.communicate(None))
-                .await
-                .unwrap()
-                .unwrap();
-            (zoe, jane, out)
+            assert!(atm.stop().await.unwrap().success(), "{}", atm.stderr());
+            let status = bank.stop().await.unwrap();
+            (zoe, jane, status, bank.stdout())
         })
         .unwrap();
-    let (zoe, jane, out) = out;
     assert_eq!((zoe.success, zoe.balance), (true, 10.0));
     // --balance replaces the demo's balances.
     assert_eq!((jane.success, jane.balance), (false, 0.0));
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(status.success(), "{status}");
     assert!(stdout.contains("bank: Zoë has 12.5\n"), "{stdout}");
     assert!(stdout.contains("bank: Jane Doe has 0\n"), "{stdout}");
 }
@@ -183,8 +163,8 @@ fn the_bank_program_serves_an_atm() {
 #[test]
 fn the_demo_says_why_when_the_atm_cannot_be_started() {
     use protoloop::EventLoop;
-    use protoloop::demo::child::ChildError;
     use protoloop::demo::tour::{self, TourError};
+    use protoloop::testing::ProgramError;
 
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
@@ -192,7 +172,7 @@ fn the_demo_says_why_when_the_atm_cannot_be_started() {
         .run_until_complete(async move { tour::run(&h, "/nonexistent/atm", |_| {}).await })
         .unwrap();
     match r {
-        Err(e @ TourError::Atm(ChildError::Spawn(_))) => {
+        Err(e @ TourError::Atm(ProgramError::Spawn { .. })) => {
             assert!(e.to_string().contains("/nonexistent/atm"), "{e}")
         }
         other => panic!("expected a spawn error, got {other:?}"),
@@ -201,30 +181,29 @@ fn the_demo_says_why_when_the_atm_cannot_be_started() {
 
 #[test]
 fn a_child_that_never_says_it_listens_is_killed_after_the_deadline() {
-    use protoloop::demo::child::{AtmChild, ChildError};
-    use protoloop::{EventLoop, Stdio};
+    use protoloop::EventLoop;
+    use protoloop::demo::child::atm;
+    use protoloop::testing::ProgramError;
     use std::time::Duration;
 
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     let args = ["-c", "echo warming up; echo 'not ready' >&2; exec sleep 30"];
     let r = lp
-        .run_until_complete(AtmChild::start(
-            &h,
-            "/bin/sh",
-            args,
-            Stdio::Pipe,
-            Duration::from_millis(300),
-        ))
+        .run_until_complete(
+            atm("/bin/sh", args)
+                .ready_within(Duration::from_millis(300))
+                .start(&h),
+        )
         .unwrap();
     match r {
-        Err(e @ ChildError::Silent { .. }) => {
+        Err(e @ ProgramError::Timeout { .. }) => {
             let msg = e.to_string();
             assert!(
-                msg.contains("atm: listening on ADDRESS` within 300ms"),
+                msg.contains("print a line containing `atm: listening on ` on stdout within 300ms"),
                 "{msg}"
             );
-            assert!(msg.ends_with("its stderr:\nnot ready"), "{msg}");
+            assert!(msg.ends_with("--- its stderr ---\nnot ready"), "{msg}");
         }
         other => panic!("expected a silent child, got {other:?}"),
     }

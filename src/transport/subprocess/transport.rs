@@ -127,6 +127,16 @@ impl SubprocessTransport {
         }
     }
 
+    /// Reap the child now if it has exited, without waiting for the loop
+    /// to notice (for `testing`'s fixtures, which stop children from
+    /// `Drop`, where the loop may never run again). The protocol hears of
+    /// the exit as usual.
+    pub(crate) fn reap_if_exited(&self) {
+        if let Some(core) = self.core() {
+            core.poll_exit();
+        }
+    }
+
     /// Ask the child to stop: `SIGTERM`.
     pub fn terminate(&self) -> Result<()> {
         self.signal(Signal::TERM)
