@@ -243,6 +243,29 @@ fn sigterm_finishes_what_is_in_flight_closes_idle_customers_and_exits_0() {
 }
 
 #[test]
+fn sigint_stops_the_atm_the_same_way() {
+    let rig = Rig::start();
+    rig.run(|cx| async move {
+        assert_eq!(
+            cx.customer().withdraw("Jane Doe", 100.0).await.unwrap(),
+            jane_served()
+        );
+        cx.child()
+            .transport()
+            .send_signal(signal_hook::consts::SIGINT)
+            .unwrap();
+        let status = cx.child().wait(super::atm_support::WAIT).await.unwrap();
+        assert!(
+            status.success(),
+            "exit status {status}; stderr:\n{}",
+            cx.stderr()
+        );
+        assert_eq!(cx.log_lines("got SIGINT").len(), 1, "{}", cx.stderr());
+    });
+    assert!(rig.finish().success());
+}
+
+#[test]
 fn an_atm_with_no_bank_exits_non_zero_saying_so() {
     match start_without_bank("0.3") {
         e @ ProgramError::Exited { .. } => {
