@@ -23,5 +23,7 @@ pub mod child;
 pub mod customer;
 pub mod session;
 mod teller;
+#[cfg(test)]
+mod teller_splits;
 pub mod tour;
 pub mod wire;
