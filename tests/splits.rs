@@ -213,10 +213,13 @@ fn envelope_frames(replies: &[(u64, i64)]) -> Vec<u8> {
         .collect()
 }
 
+/// A call's sum or error text; `None` while unresolved.
+type Resolved = Option<Result<i64, String>>;
+
 /// What became of each call, and of the connection.
 #[derive(Debug, PartialEq)]
 struct Calls {
-    results: Vec<Option<Result<i64, String>>>,
+    results: Vec<Resolved>,
     requests: Vec<u8>,
     calls: Vec<Call>,
 }
@@ -243,8 +246,7 @@ fn rpc_client_run(
     });
     let client = lp.run_until_complete(connect).unwrap().unwrap();
     let (rec, proto) = conn.borrow_mut().take().expect("connected");
-    let results: Rc<RefCell<Vec<Option<Result<i64, String>>>>> =
-        Rc::new(RefCell::new(vec![None; requests.len()]));
+    let results: Rc<RefCell<Vec<Resolved>>> = Rc::new(RefCell::new(vec![None; requests.len()]));
     for (i, req) in requests.iter().enumerate() {
         let call = client.call(*req);
         let r = results.clone();
