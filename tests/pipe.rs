@@ -1,6 +1,6 @@
 //! Read and write pipe transports over OS pipes, child pipes and this
 //! process's own stdin/stdout (in a child run of this binary); every
-//! wait bounded by a deadline.
+//! wait bounded by a deadline, every protocol under the lifecycle checker.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -9,9 +9,16 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use protoloop::testing::{Checked, LifecycleChecker};
 use protoloop::{CloseReason, Error, EventLoop, Handle, Protocol, SettableFuture, Transport};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// Every [`Rec`] of the test running on this thread is wrapped by this
+    /// checker; [`run`] fails the test on any breach of the contract.
+    static CHECKER: LifecycleChecker = LifecycleChecker::new();
+}
 
 fn run<F>(lp: &EventLoop, f: F) -> F::Output
 where
@@ -19,8 +26,11 @@ where
     F::Output: 'static,
 {
     let h = lp.handle();
-    lp.run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
-        .unwrap()
+    let out = lp
+        .run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
+        .unwrap();
+    CHECKER.with(|c| c.assert_ok());
+    out
 }
 
 fn os_pipe() -> (OwnedFd, OwnedFd) {
@@ -45,19 +55,23 @@ struct Rec {
 }
 
 impl Rec {
-    fn new(h: &Handle) -> (Rec, Rc<RefCell<Vec<Ev>>>, SettableFuture<CloseReason>) {
+    /// A recorder under this test's lifecycle checker.
+    fn new(
+        h: &Handle,
+    ) -> (
+        Checked<Rec>,
+        Rc<RefCell<Vec<Ev>>>,
+        SettableFuture<CloseReason>,
+    ) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let lost = h.create_future();
-        (
-            Rec {
-                log: log.clone(),
-                lost: lost.clone(),
-                transport: None,
-                pause_in_made: false,
-            },
-            log,
-            lost,
-        )
+        let rec = Rec {
+            log: log.clone(),
+            lost: lost.clone(),
+            transport: None,
+            pause_in_made: false,
+        };
+        (CHECKER.with(|c| c.wrap(rec)), log, lost)
     }
 }
 
@@ -370,7 +384,7 @@ fn write_pipe_to_a_child_stdin() {
 }
 
 /// Panics in data_received.
-struct Bomb(Rec);
+struct Bomb(Checked<Rec>);
 impl Protocol for Bomb {
     fn connection_made(&mut self, t: Transport) {
         self.0.connection_made(t);
