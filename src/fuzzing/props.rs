@@ -1,0 +1,67 @@
+//! Property tests over the checks in this module: the same rules the fuzz
+//! targets hold the code to, with bounded case counts for the normal test
+//! run.
+
+use proptest::prelude::*;
+
+use super::frames::{self, DecodeCase};
+
+/// Streams that are mostly well-formed frames, with some noise: random
+/// bytes alone almost never make a whole frame.
+fn stream(prefix: u8) -> impl Strategy<Value = Vec<u8>> {
+    let frame = prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(move |p| {
+            let mut out = Vec::new();
+            match frames::prefix_of(prefix) {
+                crate::codec::LengthPrefix::U16Be => out.extend_from_slice(&(p.len() as u16).to_be_bytes()),
+                crate::codec::LengthPrefix::U32Be => out.extend_from_slice(&(p.len() as u32).to_be_bytes()),
+                _ => prost::encoding::encode_varint(p.len() as u64, &mut out),
+            }
+            out.extend_from_slice(&p);
+            out
+        }),
+        1 => proptest::collection::vec(any::<u8>(), 0..12),
+    ];
+    proptest::collection::vec(frame, 0..6).prop_map(|fs| fs.concat())
+}
+
+fn decode_case() -> impl Strategy<Value = DecodeCase> {
+    (0u8..3).prop_flat_map(|prefix| {
+        (
+            stream(prefix),
+            proptest::option::of(0usize..400),
+            proptest::collection::vec(0usize..64, 0..20),
+            any::<bool>(),
+        )
+            .prop_map(move |(bytes, max, cuts, eof)| DecodeCase {
+                prefix,
+                max,
+                bytes,
+                cuts,
+                eof,
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Same frames and same error as the model, one-shot, chunked and one
+    /// byte at a time.
+    #[test]
+    fn frame_decoder_matches_the_model_at_any_split(case in decode_case()) {
+        frames::check_decode(&case);
+    }
+
+    /// Encoded payloads decode to themselves; oversize ones are refused
+    /// with nothing written.
+    #[test]
+    fn frame_round_trip(
+        prefix in 0u8..3,
+        max in proptest::option::of(0usize..600),
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 0..6),
+        cuts in proptest::collection::vec(0usize..200, 0..20),
+    ) {
+        frames::check_round_trip(prefix, max, &payloads, &cuts);
+    }
+}
