@@ -8,6 +8,7 @@
 //! not part of the API.
 
 pub mod frames;
+pub mod messages;
 
 #[cfg(test)]
 mod props;
