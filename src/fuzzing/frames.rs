@@ -90,7 +90,9 @@ fn model_max(prefix: LengthPrefix, max: Option<usize>) -> usize {
 /// `(length, prefix bytes)`.
 fn model_header(prefix: LengthPrefix, b: &[u8]) -> Result<Option<(u64, usize)>, ErrorKey> {
     match prefix {
-        LengthPrefix::U16Be if b.len() >= 2 => Ok(Some((u64::from(b[0]) << 8 | u64::from(b[1]), 2))),
+        LengthPrefix::U16Be if b.len() >= 2 => {
+            Ok(Some((u64::from(b[0]) << 8 | u64::from(b[1]), 2)))
+        }
         LengthPrefix::U32Be if b.len() >= 4 => {
             let n = b[..4].iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x));
             Ok(Some((n, 4)))
@@ -212,7 +214,10 @@ pub fn check_decode(case: &DecodeCase) {
     let cut = feed(prefix, case.max, chunks(&case.bytes, &case.cuts), case.eof);
     assert_eq!(cut, whole, "chunked decoding differs from one-shot");
     let bytewise = feed(prefix, case.max, case.bytes.chunks(1), case.eof);
-    assert_eq!(bytewise, whole, "byte-at-a-time decoding differs from one-shot");
+    assert_eq!(
+        bytewise, whole,
+        "byte-at-a-time decoding differs from one-shot"
+    );
 }
 
 /// Payloads encoded one after another decode to themselves, however the
@@ -227,8 +232,15 @@ pub fn check_round_trip(prefix: u8, max: Option<usize>, payloads: &[Vec<u8>], cu
         let before = wire.clone();
         match c.encode(&p[..], &mut wire) {
             Ok(()) => {
-                assert!(p.len() <= limit, "{} bytes encoded over a limit of {limit}", p.len());
-                assert_eq!(wire.len(), before.len() + prefix.header_len(p.len()) + p.len());
+                assert!(
+                    p.len() <= limit,
+                    "{} bytes encoded over a limit of {limit}",
+                    p.len()
+                );
+                assert_eq!(
+                    wire.len(),
+                    before.len() + prefix.header_len(p.len()) + p.len()
+                );
                 sent.push(p.clone());
             }
             Err(CodecError::FrameTooLarge { length, max }) => {
@@ -243,5 +255,9 @@ pub fn check_round_trip(prefix: u8, max: Option<usize>, payloads: &[Vec<u8>], cu
         error: None,
     };
     assert_eq!(feed(prefix, max, chunks(&wire, cuts), true), want);
-    assert_eq!(model(prefix, max, &wire, true), want, "the model disagrees with the encoder");
+    assert_eq!(
+        model(prefix, max, &wire, true),
+        want,
+        "the model disagrees with the encoder"
+    );
 }

@@ -21,8 +21,14 @@ use crate::proto::{adder, bank, customer, rpc};
 /// predicts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
-    Decode { expected: &'static str, length: usize },
-    Missing { message: &'static str, tag: u32 },
+    Decode {
+        expected: &'static str,
+        length: usize,
+    },
+    Missing {
+        message: &'static str,
+        tag: u32,
+    },
 }
 
 fn refusal(e: &CodecError) -> Refusal {
@@ -33,10 +39,7 @@ fn refusal(e: &CodecError) -> Refusal {
             expected,
             length: *length,
         },
-        CodecError::MissingRequired { message, tag, .. } => Refusal::Missing {
-            message,
-            tag: *tag,
-        },
+        CodecError::MissingRequired { message, tag, .. } => Refusal::Missing { message, tag: *tag },
         other => panic!("message decoding returned an unexpected error: {other:?}"),
     }
 }
@@ -91,7 +94,12 @@ fn check_as<M: Message + Default + Debug + 'static>(
     for p in payloads {
         let want = expected::<M>(p);
         let got = MessageCodec::<M>::decode_payload(Bytes::copy_from_slice(p));
-        assert_eq!(encoded(&got), want, "{} from {p:02x?}", std::any::type_name::<M>());
+        assert_eq!(
+            encoded(&got),
+            want,
+            "{} from {p:02x?}",
+            std::any::type_name::<M>()
+        );
         if let Ok(m) = got {
             // Re-encoded, it decodes to the same value, through the whole
             // codec this time.
@@ -127,8 +135,16 @@ fn check_as<M: Message + Default + Debug + 'static>(
             }
         }
     }
-    let stop = wants.iter().position(Result::is_err).map_or(wants.len(), |i| i + 1);
-    assert_eq!(got, wants[..stop], "{} through the codec", std::any::type_name::<M>());
+    let stop = wants
+        .iter()
+        .position(Result::is_err)
+        .map_or(wants.len(), |i| i + 1);
+    assert_eq!(
+        got,
+        wants[..stop],
+        "{} through the codec",
+        std::any::type_name::<M>()
+    );
 }
 
 /// Decode `payloads`, framed with prefix `prefix` and fed in the chunks

@@ -70,7 +70,12 @@ proptest! {
 /// messages' own field numbers, so that both whole messages and messages
 /// with missing or mistyped fields come up.
 fn fields() -> impl Strategy<Value = Vec<u8>> {
-    let field = (1u32..5, 0u8..8, any::<u64>(), proptest::collection::vec(any::<u8>(), 0..12))
+    let field = (
+        1u32..5,
+        0u8..8,
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..12),
+    )
         .prop_map(|(tag, wire, n, bytes)| {
             let mut out = Vec::new();
             prost::encoding::encode_varint(u64::from(tag << 3 | u32::from(wire)), &mut out);
