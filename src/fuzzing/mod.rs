@@ -9,6 +9,7 @@
 
 pub mod frames;
 pub mod messages;
+pub mod rpc;
 
 #[cfg(test)]
 mod props;

@@ -119,3 +119,36 @@ proptest! {
         super::messages::check_messages(which, prefix, &payloads, &cuts);
     }
 }
+
+fn rpc_op() -> impl Strategy<Value = super::rpc::RpcOp> {
+    use super::rpc::RpcOp;
+    prop_oneof![
+        6 => (any::<u8>(), proptest::option::of(0u8..40))
+            .prop_map(|(key, timeout_ms)| RpcOp::Call { key, timeout_ms }),
+        2 => any::<u8>().prop_map(RpcOp::Cancel),
+        6 => any::<u8>().prop_map(RpcOp::Reply),
+        1 => Just(RpcOp::Duplicate),
+        1 => (0u16..40, any::<u8>()).prop_map(|(id, key)| RpcOp::Forged { id, key }),
+        1 => any::<bool>().prop_map(RpcOp::Garbage),
+        4 => Just(RpcOp::Run),
+        3 => (0u8..30).prop_map(RpcOp::Advance),
+        1 => prop_oneof![Just(RpcOp::ServerClose), Just(RpcOp::ServerAbort), Just(RpcOp::ClientClose)],
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The client over the in-memory pair and the virtual clock agrees with
+    /// the model after every step, and leaves nothing in flight.
+    #[test]
+    fn rpc_client_matches_the_model(
+        mode in 0u8..3,
+        cap in 1u8..5,
+        chunk_seed in any::<u64>(),
+        max_chunk in 0u8..8,
+        ops in proptest::collection::vec(rpc_op(), 0..40),
+    ) {
+        super::rpc::check_rpc(&super::rpc::RpcCase { mode, cap, chunk_seed, max_chunk, ops });
+    }
+}
