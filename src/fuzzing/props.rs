@@ -152,3 +152,119 @@ proptest! {
         super::rpc::check_rpc(&super::rpc::RpcCase { mode, cap, chunk_seed, max_chunk, ops });
     }
 }
+
+// Fixed cases: the edges the strategies above reach only by luck, run
+// through the same checks.
+
+#[test]
+fn frame_decoder_edges() {
+    let cases: &[(u8, Option<usize>, &[u8])] = &[
+        // A prefix announcing more than any buffer, with no limit asked.
+        (2, Some(usize::MAX), &[0xff; 9]),
+        (
+            2,
+            Some(usize::MAX),
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+        // Ten varint bytes whose last carries more than the 64th bit.
+        (
+            2,
+            None,
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+        ),
+        // An over-long but in-range varint (zero padded).
+        (2, None, &[0x81, 0x80, 0x00, 0x07]),
+        // A frame exactly at the limit, then one over it.
+        (0, Some(3), b"\x00\x03abc\x00\x04abcd"),
+        (1, Some(0), b"\x00\x00\x00\x00\x00\x00\x00\x01x"),
+    ];
+    for &(prefix, max, bytes) in cases {
+        for eof in [false, true] {
+            frames::check_decode(&DecodeCase {
+                prefix,
+                max,
+                bytes: bytes.to_vec(),
+                cuts: vec![1, 0, 2],
+                eof,
+            });
+        }
+    }
+}
+
+#[test]
+fn rpc_late_duplicate_and_forged_replies_in_every_mode() {
+    use super::rpc::{RpcCase, RpcOp::*, check_rpc};
+    for mode in 0..3 {
+        for ops in [
+            // A call times out in flight and its reply comes late, after
+            // a queued call took its place.
+            vec![
+                Call {
+                    key: 1,
+                    timeout_ms: Some(5),
+                },
+                Call {
+                    key: 1,
+                    timeout_ms: None,
+                },
+                Advance(10),
+                Reply(0),
+                Reply(0),
+                Run,
+            ],
+            // Out of order, then a duplicate, then a forged reply.
+            vec![
+                Call {
+                    key: 0,
+                    timeout_ms: None,
+                },
+                Call {
+                    key: 1,
+                    timeout_ms: None,
+                },
+                Run,
+                Reply(1),
+                Reply(0),
+                Duplicate,
+                Run,
+                Forged { id: 7, key: 4 },
+                Run,
+                Call {
+                    key: 2,
+                    timeout_ms: None,
+                },
+            ],
+            // Cancelled while queued and while sent; then the server goes.
+            vec![
+                Call {
+                    key: 3,
+                    timeout_ms: None,
+                },
+                Call {
+                    key: 3,
+                    timeout_ms: None,
+                },
+                Call {
+                    key: 3,
+                    timeout_ms: Some(1),
+                },
+                Cancel(1),
+                Cancel(0),
+                Run,
+                ServerAbort,
+                Call {
+                    key: 0,
+                    timeout_ms: None,
+                },
+            ],
+        ] {
+            check_rpc(&RpcCase {
+                mode,
+                cap: 1,
+                chunk_seed: 7,
+                max_chunk: 3,
+                ops,
+            });
+        }
+    }
+}
