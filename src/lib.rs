@@ -73,13 +73,11 @@ pub mod testing;
 mod time;
 pub mod transport;
 
-/// Internals exposed to the fuzz targets in `fuzz/` only; not part of the
-/// API.
-#[cfg(feature = "fuzzing")]
+/// Internals and model checks for the fuzz targets in `fuzz/` (and the
+/// property tests that share the checks); not part of the API.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::transport::buffer::{Flow, WriteBuffer};
-}
+pub mod fuzzing;
 
 pub use error::{Error, Result};
 pub use event_loop::{

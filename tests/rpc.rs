@@ -42,6 +42,9 @@ fn deadline_expiry_and_the_late_reply_is_thrown_away() {
         let gated = GatedAdder::new(&h, 3);
         let svc = gated.service();
         let server = serve(&h, move || svc.protocol());
+        let told = Rc::new(RefCell::new(Vec::new()));
+        let t = told.clone();
+        h.set_exception_handler(move |ctx| t.borrow_mut().push(ctx.message.clone()));
         let client = AdderClient::connect(&h, addr(&server), RpcOptions::new())
             .await
             .unwrap();
@@ -53,16 +56,19 @@ fn deadline_expiry_and_the_late_reply_is_thrown_away() {
             "{err:?}"
         );
         assert_eq!(
-            client.in_flight(),
-            2,
-            "the timed-out call's reply is still due"
+            (client.in_flight(), client.abandoned()),
+            (1, 1),
+            "the timed-out call is no longer in flight, but its reply is still due"
         );
         // Now the server answers both, in order: the first reply must be
         // consumed, not handed to `next`.
         gated.gates.open(0);
         gated.gates.open(1);
         assert_eq!(next.await.unwrap().sum, 21);
-        assert_eq!(client.in_flight(), 0);
+        assert_eq!((client.in_flight(), client.abandoned()), (0, 0));
+        assert_eq!(told.borrow().len(), 1, "{:?}", told.borrow());
+        assert!(told.borrow()[0].contains("dropped a reply for call #0"));
+        h.reset_exception_handler();
         // Options' default deadline applies to plain `call`.
         let client2 = AdderClient::connect(
             &h,
@@ -212,11 +218,13 @@ fn cancelled_calls_leave_later_replies_matched_correctly() {
         let opts = RpcOptions::new().max_in_flight(6);
         let client = AdderClient::connect(&h, addr(&server), opts).await.unwrap();
         let mut calls: Vec<_> = (0..10).map(|i| Some(client.call(add(i, 100)))).collect();
-        for i in [1, 4, 7, 8] {
-            drop(calls[i].take()); // 1 and 4 were sent; 7 and 8 were not
+        for i in [7, 8, 1, 4] {
+            drop(calls[i].take()); // 7 and 8 were not sent; 1 and 4 were
         }
+        // 1 and 4 gave their places to 6 and 9; their replies are still due.
         assert_eq!(client.in_flight(), 6);
-        assert_eq!(client.queued(), 2);
+        assert_eq!(client.abandoned(), 2);
+        assert_eq!(client.queued(), 0);
         for i in 0..10 {
             gated.gates.open(i);
         }

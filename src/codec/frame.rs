@@ -20,6 +20,13 @@ pub const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
 /// The longest a varint can be: 10 bytes carry 64 bits.
 const MAX_VARINT_LEN: usize = 10;
 
+/// The most the decoder reserves ahead of the bytes that arrived for an
+/// unfinished frame. A length prefix costs a peer a few bytes; reserving
+/// all it announces would let each connection make us allocate up to the
+/// maximum frame length for nothing. Beyond this the buffer grows as the
+/// bytes actually come.
+pub(crate) const MAX_RESERVE_AHEAD: usize = 64 * 1024;
+
 /// How a frame's length is written in front of its bytes. The length never
 /// counts the prefix itself.
 ///
@@ -172,6 +179,14 @@ impl FrameCodec {
                 max: self.max,
             });
         }
+        // tokio-util reserves the whole announced frame as soon as it reads
+        // a prefix; only hand it whole frames, and reserve a bounded amount
+        // ourselves.
+        let total = head + len as usize;
+        if src.len() < total {
+            Self::reserve_ahead(src, total);
+            return Ok(None);
+        }
         let decoder = self.decoder.as_mut().expect("fixed prefixes have one");
         match decoder.decode(src)? {
             Some(mut frame) => {
@@ -180,6 +195,14 @@ impl FrameCodec {
             }
             None => Ok(None),
         }
+    }
+
+    /// Make room for some of the `total` bytes the frame at the front of
+    /// `src` needs, never more than [`MAX_RESERVE_AHEAD`] past what is
+    /// there.
+    fn reserve_ahead(src: &mut BytesMut, total: usize) {
+        let missing = total.saturating_sub(src.len());
+        src.reserve(missing.min(MAX_RESERVE_AHEAD));
     }
 
     /// Read a varint prefix without consuming it: `Ok(None)` if it is not
@@ -216,7 +239,7 @@ impl FrameCodec {
         }
         let len = len as usize;
         if src.len() < head + len {
-            src.reserve(head + len - src.len());
+            Self::reserve_ahead(src, head + len);
             return Ok(None);
         }
         src.advance(head);
@@ -482,6 +505,41 @@ mod tests {
                     .unwrap();
                 assert_eq!(ours, theirs, "{prefix:?} {len}");
             }
+        }
+    }
+
+    /// A prefix announcing a huge frame does not make the decoder allocate
+    /// it: the buffer grows with the bytes that come, not the length told.
+    #[test]
+    fn announced_length_is_not_reserved_up_front() {
+        for prefix in [LengthPrefix::U32Be, LengthPrefix::Varint] {
+            let mut codec = FrameCodec::builder().length_prefix(prefix).build();
+            let len = DEFAULT_MAX_FRAME_LENGTH;
+            let mut wire = BytesMut::new();
+            codec.encode(&vec![5u8; len][..], &mut wire).unwrap();
+            let head = prefix.header_len(len);
+            let mut buf = BytesMut::from(&wire[..head + 3]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+            assert!(
+                buf.capacity() <= head + 3 + 2 * MAX_RESERVE_AHEAD,
+                "{prefix:?}: {} bytes reserved for a {len}-byte frame",
+                buf.capacity()
+            );
+            // Fed the rest in reads, it still decodes, and the buffer only
+            // ever held about what arrived.
+            let mut at = head + 3;
+            let mut got = None;
+            while at < wire.len() {
+                let end = (at + 100_000).min(wire.len());
+                buf.extend_from_slice(&wire[at..end]);
+                at = end;
+                got = codec.decode(&mut buf).unwrap();
+                if got.is_none() {
+                    assert!(buf.capacity() <= 2 * (buf.len() + MAX_RESERVE_AHEAD));
+                }
+            }
+            assert_eq!(got.unwrap().len(), len, "{prefix:?}");
+            assert!(buf.is_empty());
         }
     }
 

@@ -31,8 +31,9 @@ use crate::transport::tcp::{Address, ConnectOptions};
 /// - At most `max_in_flight` requests are on the wire unanswered; more
 ///   wait, as they do while the transport is paused for writing.
 /// - Dropping a [`Call`] cancels it: if it was not sent it never is; if it
-///   was, its reply is consumed and thrown away, so later replies still go
-///   to the right callers.
+///   was, its reply is consumed and thrown away (and the loop's exception
+///   handler told), so later replies still go to the right callers. It
+///   stops counting as in flight at once.
 /// - A call with a deadline fails with [`RpcError::Timeout`] when it
 ///   passes.
 /// - When the connection is lost, every call sent and unanswered fails
@@ -208,10 +209,20 @@ where
         self.shared.transport().is_some()
     }
 
-    /// Requests sent whose replies have not come (cancelled ones
-    /// included: their replies are still due).
+    /// Requests sent whose callers wait for their replies. A call that
+    /// timed out or was cancelled after it was sent no longer counts, here
+    /// or against `max_in_flight`; see [`abandoned`](Self::abandoned).
     pub fn in_flight(&self) -> usize {
         self.shared.counts().0
+    }
+
+    /// Requests sent and then given up on (timed out or cancelled) whose
+    /// replies are still due: in request order and by key, such a reply is
+    /// consumed and thrown away when it comes, so that it reaches no other
+    /// call, and the loop's exception handler is told. Always 0 with ids,
+    /// where a reply names its call.
+    pub fn abandoned(&self) -> usize {
+        self.shared.counts().2
     }
 
     /// Requests waiting to be sent.

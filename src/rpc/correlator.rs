@@ -14,12 +14,20 @@
 //!                     done       (reply still due) Abandoned --on_reply--> done
 //! ```
 //!
-//! A call that was sent and then cancelled or timed out is *abandoned*,
-//! not forgotten: its reply is still coming, and it must be consumed and
-//! thrown away, or in FIFO order every later reply would go to the wrong
-//! caller. An abandoned call keeps its place in the in-flight count until
-//! its reply comes (or the connection goes), so a server that is slow to
-//! answer is not sent ever more work.
+//! A call that was sent and then cancelled or timed out is *abandoned*:
+//! it no longer counts as in flight, neither in [`Correlator::in_flight`]
+//! nor against the cap, so calls that time out on a server that never
+//! answers them cannot wedge the client. Its reply may still come, and
+//! must not reach another caller:
+//!
+//! - FIFO and by key: the reply's place in line is kept (counted by
+//!   [`Correlator::abandoned`]), and the reply is consumed and thrown away
+//!   ([`Delivery::Abandoned`]); otherwise every later reply would go to
+//!   the wrong caller.
+//! - By id: nothing is kept, since the id says whose a reply is. A reply
+//!   bearing an id this correlator gave out but no call is waiting for
+//!   (abandoned, or answered already) is thrown away the same way; only
+//!   an id never given out, or one of a call not yet sent, is an error.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -72,7 +80,8 @@ pub enum Delivery {
     /// To the caller of this call.
     Call(CallId),
     /// Nowhere: it answers this call, which was cancelled or timed out
-    /// after it was sent. Throw the reply away.
+    /// after it was sent (or, by id, was answered already). Throw the
+    /// reply away.
     Abandoned(CallId),
 }
 
@@ -98,7 +107,7 @@ pub enum CorrelationError {
     UnknownKey {
         /// The reply's key, as `Debug` shows it.
         key: String,
-        /// Calls in flight at the time.
+        /// Replies due at the time: calls in flight, and abandoned ones.
         in_flight: usize,
     },
     /// An enveloped reply whose id no call in flight has.
@@ -180,8 +189,10 @@ pub struct Correlator<K = String> {
     fifo: VecDeque<CallId>,
     /// ByKey: calls in flight per key, oldest first.
     keyed: HashMap<K, VecDeque<CallId>>,
-    /// Sent calls whose reply has not come: in flight plus abandoned.
+    /// Sent calls whose caller still waits for the reply.
     in_flight: usize,
+    /// Sent calls given up on whose reply is still due (FIFO and by key).
+    abandoned: usize,
     /// Deadlines; entries of calls that are done are dropped lazily.
     deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
 }
@@ -200,6 +211,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
             fifo: VecDeque::new(),
             keyed: HashMap::new(),
             in_flight: 0,
+            abandoned: 0,
             deadlines: BinaryHeap::new(),
         }
     }
@@ -307,7 +319,10 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
             (Correlation::ById, ReplyTag::Id(raw)) => {
                 let id = CallId(raw);
                 match self.entries.get(&id) {
-                    Some(e) if e.stage != Stage::Queued => id,
+                    Some(e) if e.stage == Stage::InFlight => id,
+                    // Given out, and no longer waited for: see the module
+                    // docs.
+                    None if raw < self.next_id => return Ok(Delivery::Abandoned(id)),
                     _ => return Err(CorrelationError::UnknownId { id: raw }),
                 }
             }
@@ -326,32 +341,45 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
             .entries
             .remove(&id)
             .expect("in-flight calls have entries");
-        self.in_flight -= 1;
         Ok(match entry.stage {
-            Stage::InFlight => Delivery::Call(id),
-            Stage::Abandoned => Delivery::Abandoned(id),
+            Stage::InFlight => {
+                self.in_flight -= 1;
+                Delivery::Call(id)
+            }
+            Stage::Abandoned => {
+                self.abandoned -= 1;
+                Delivery::Abandoned(id)
+            }
             Stage::Queued => unreachable!("queued calls are not in flight"),
         })
     }
 
     fn unknown_key(&self, key: &K) -> CorrelationError {
-        if self.in_flight == 0 {
+        let due = self.in_flight + self.abandoned;
+        if due == 0 {
             CorrelationError::NoCallInFlight
         } else {
             CorrelationError::UnknownKey {
                 key: format!("{key:?}"),
-                in_flight: self.in_flight,
+                in_flight: due,
             }
         }
     }
 
-    /// The caller gave up on `id` (dropped its future).
+    /// The caller gave up on `id` (dropped its future). A sent call stops
+    /// counting as in flight at once.
     pub fn cancel(&mut self, id: CallId) -> Cancelled {
         match self.entries.get_mut(&id) {
             None => Cancelled::Unknown,
             Some(e) if e.stage == Stage::Abandoned => Cancelled::Unknown,
             Some(e) if e.stage == Stage::InFlight => {
-                e.stage = Stage::Abandoned;
+                self.in_flight -= 1;
+                if self.mode == Correlation::ById {
+                    self.entries.remove(&id);
+                } else {
+                    e.stage = Stage::Abandoned;
+                    self.abandoned += 1;
+                }
                 Cancelled::Abandoned
             }
             Some(_) => {
@@ -420,13 +448,21 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Correlator<K> {
         self.fifo.clear();
         self.keyed.clear();
         self.in_flight = 0;
+        self.abandoned = 0;
         self.write_paused = false;
         failed
     }
 
-    /// Calls sent whose reply has not come, abandoned ones included.
+    /// Calls sent whose callers still wait for their replies. Abandoned
+    /// calls (cancelled or timed out after they were sent) are not counted.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Calls sent and then abandoned whose replies are still due, to be
+    /// thrown away when they come (FIFO and by key; always 0 by id).
+    pub fn abandoned(&self) -> usize {
+        self.abandoned
     }
 
     /// Calls waiting to be sent.

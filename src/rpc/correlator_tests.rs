@@ -66,16 +66,43 @@ fn cancelled_queued_call_never_goes_out() {
 }
 
 #[test]
-fn cap_counts_abandoned_calls_until_their_reply() {
+fn abandoned_calls_leave_the_in_flight_count_and_the_cap_at_once() {
     let mut c = fifo().with_max_in_flight(2);
     let a = c.submit(None, None);
     let b = c.submit(None, None);
     let d = c.submit(None, None);
     assert_eq!(send_all(&mut c), vec![a, b]);
     c.cancel(a);
-    assert_eq!(c.next_to_send(), None, "a's reply is still due");
+    assert_eq!((c.in_flight(), c.abandoned()), (1, 1));
+    assert_eq!(c.next_to_send(), Some(d), "a no longer holds a place");
+    assert_eq!((c.in_flight(), c.abandoned()), (2, 1));
+    // a's reply still comes first and is thrown away.
     assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Abandoned(a)));
-    assert_eq!(c.next_to_send(), Some(d));
+    assert_eq!((c.in_flight(), c.abandoned()), (2, 0));
+    assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Call(b)));
+    assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Call(d)));
+    assert_eq!((c.in_flight(), c.abandoned()), (0, 0));
+}
+
+/// A server that never answers the calls that time out (by id, a server
+/// may drop requests) does not wedge the client: each expiry frees its
+/// place under the cap.
+#[test]
+fn timeouts_do_not_use_up_the_cap() {
+    let t0 = Instant::now();
+    let mut c = Correlator::<String>::new(Correlation::ById).with_max_in_flight(2);
+    for i in 0..10u32 {
+        let now = t0 + Duration::from_secs(u64::from(i));
+        let id = c.submit(None, Some(now + Duration::from_millis(500)));
+        assert_eq!(c.next_to_send(), Some(id), "round {i}");
+        assert_eq!(c.expire(now + Duration::from_secs(1)), vec![id]);
+        assert_eq!((c.in_flight(), c.abandoned()), (0, 0));
+    }
+    // A late reply for one of them is thrown away, not an error.
+    assert_eq!(
+        c.on_reply(ReplyTag::Id(3)),
+        Ok(Delivery::Abandoned(CallId(3)))
+    );
 }
 
 #[test]
@@ -146,8 +173,13 @@ fn by_id_matches_any_order() {
     }
     assert_eq!(
         c.on_reply(ReplyTag::Id(1)),
-        Err(CorrelationError::UnknownId { id: 1 }),
-        "answered already"
+        Ok(Delivery::Abandoned(ids[1])),
+        "answered already: thrown away"
+    );
+    assert_eq!(
+        c.on_reply(ReplyTag::Id(99)),
+        Err(CorrelationError::UnknownId { id: 99 }),
+        "never given out"
     );
     let q = c.submit(None, None);
     assert_eq!(
@@ -186,9 +218,9 @@ fn deadlines_expire_queued_and_sent_calls() {
     assert_eq!(c.expire(t0 + s), vec![b], "b times out unsent");
     assert_eq!(c.next_deadline(), Some(t0 + 2 * s));
     assert_eq!(c.expire(t0 + 3 * s), vec![a], "a times out in flight");
-    assert_eq!(c.next_to_send(), None, "a's reply is still due");
+    assert_eq!(c.in_flight(), 0, "a timed-out call is not in flight");
+    assert_eq!(c.next_to_send(), Some(d), "nor does it hold a place");
     assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Abandoned(a)));
-    assert_eq!(c.next_to_send(), Some(d));
     assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Call(d)));
     assert_eq!(c.next_to_send(), Some(e));
     assert_eq!(c.on_reply(ReplyTag::Next), Ok(Delivery::Call(e)));

@@ -159,7 +159,10 @@ impl<Req, Resp> RpcOptions<Req, Resp> {
     }
 
     /// Send at most `max` calls before their replies come; later calls
-    /// wait their turn (at least 1; default [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// wait their turn (at least 1; default [`DEFAULT_MAX_IN_FLIGHT`]). A
+    /// call that times out or is cancelled after it was sent gives its
+    /// place back at once, so a server that never answers some calls
+    /// cannot wedge the client.
     ///
     /// ```
     /// use protoloop::proto::adder::{AddReply, AddRequest};

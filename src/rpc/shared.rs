@@ -25,7 +25,7 @@ use super::correlator::{CallId, Correlation, Correlator, Delivery, ReplyTag};
 use super::options::{Backoff, RpcOptions};
 use super::protocol::{Enveloped, Plain, RpcProtocol};
 use crate::codec::{CodecError, MessageCodec, sender::Link};
-use crate::event_loop::Handle;
+use crate::event_loop::{ExceptionKind, Handle};
 use crate::proto::rpc::Envelope;
 use crate::protocol::CloseReason;
 use crate::task::JoinHandle;
@@ -110,10 +110,10 @@ where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,
 {
-    /// `(in flight, queued)`.
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    /// `(in flight, queued, abandoned)`.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let st = self.state.borrow();
-        (st.corr.in_flight(), st.corr.queued())
+        (st.corr.in_flight(), st.corr.queued(), st.corr.abandoned())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -234,6 +234,8 @@ where
                     .unwrap_or_default();
                 complete(&mut st, id, Err(RpcError::Timeout { after }), &mut wakers);
             }
+            // Calls that timed out in flight gave their places back.
+            self.pump(&mut st);
             self.rearm(&mut st);
         }
         wake(wakers);
@@ -252,6 +254,7 @@ where
 
     pub(crate) fn on_reply(&self, generation: u64, tag: ReplyTag<String>, reply: Resp) {
         let mut wakers = Vec::new();
+        let mut dropped = None;
         {
             let mut st = self.state.borrow_mut();
             if generation != st.generation {
@@ -259,7 +262,7 @@ where
             }
             match st.corr.on_reply(tag) {
                 Ok(Delivery::Call(id)) => complete(&mut st, id, Ok(reply), &mut wakers),
-                Ok(Delivery::Abandoned(_)) => {}
+                Ok(Delivery::Abandoned(id)) => dropped = Some(id),
                 Err(e) => {
                     if let Conn::Up(link) = &st.conn {
                         link.fail(Arc::new(e));
@@ -267,6 +270,16 @@ where
                 }
             }
             self.pump(&mut st);
+        }
+        // Told after the state is released: the handler is user code.
+        if let Some(id) = dropped {
+            self.handle.report(
+                ExceptionKind::Error,
+                format!(
+                    "rpc: dropped a reply for call {id}, which no caller waits for \
+                     (it timed out, was cancelled or was answered already)"
+                ),
+            );
         }
         wake(wakers);
     }
@@ -479,6 +492,8 @@ where
         let mut st = self.state.borrow_mut();
         if st.slots.remove(&id).is_some() {
             st.corr.cancel(id);
+            // A sent call gave its place under the cap back.
+            self.pump(&mut st);
         }
     }
 }
