@@ -45,10 +45,12 @@ use crate::time::{CallbackHandle, Clock, Entry, TimerHandle, Timers, until};
 mod driving;
 mod executor;
 mod fd;
+mod read_buf;
 mod remote;
 mod signals;
 
 pub use executor::ExecutorFuture;
+pub(crate) use read_buf::ReadBuf;
 pub use remote::RemoteHandle;
 pub(crate) use remote::Shared;
 
@@ -113,7 +115,7 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     exception_handler: RefCell<Option<ExceptionHandler>>,
     slow_callback: Cell<Option<Duration>>,
-    read_buf: RefCell<Vec<u8>>,
+    read_buf: RefCell<ReadBuf>,
     executor: RefCell<Option<executor::Pool>>,
     signals: RefCell<Option<Rc<signals::SignalWatcher>>>,
     fds: RefCell<fd::FdTable>,
@@ -203,7 +205,7 @@ impl EventLoop {
             shared: Arc::new(Shared::new(waker)),
             exception_handler: RefCell::new(None),
             slow_callback: Cell::new(None),
-            read_buf: RefCell::new(Vec::new()),
+            read_buf: RefCell::new(ReadBuf::default()),
             executor: RefCell::new(None),
             signals: RefCell::new(None),
             fds: RefCell::new(fd::FdTable::default()),
@@ -429,17 +431,17 @@ impl Handle {
         self.inner.slow_callback.get()
     }
 
-    /// Take the loop's shared read buffer; give it back with
+    /// Take the loop's shared read buffer (page-aligned: see [`ReadBuf`]); give it back with
     /// [`Handle::put_read_buf`]. A nested taker gets a fresh one.
-    pub(crate) fn take_read_buf(&self) -> Vec<u8> {
-        let mut b = std::mem::take(&mut *self.inner.read_buf.borrow_mut());
+    pub(crate) fn take_read_buf(&self) -> ReadBuf {
+        let b = std::mem::take(&mut *self.inner.read_buf.borrow_mut());
         if b.len() < READ_BUFFER_SIZE {
-            b.resize(READ_BUFFER_SIZE, 0);
+            return ReadBuf::new(READ_BUFFER_SIZE);
         }
         b
     }
 
-    pub(crate) fn put_read_buf(&self, buf: Vec<u8>) {
+    pub(crate) fn put_read_buf(&self, buf: ReadBuf) {
         *self.inner.read_buf.borrow_mut() = buf;
     }
 
