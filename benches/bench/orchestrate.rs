@@ -1,0 +1,400 @@
+//! The orchestrator: which workloads, how many repetitions, and the run
+//! itself. Each (workload, server) cell gets a fresh server process, so
+//! peak RSS belongs to that cell alone; repetitions alternate the servers
+//! (and rotate their order) so that drift on a shared machine spreads
+//! over all of them instead of landing on one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::load::{self, EchoLoad};
+use crate::peers::{self, Peer, Python};
+use crate::perf::{self, Perf};
+use crate::proc::{self, ServerProc};
+use crate::report::{self, Metric, Report, Sample};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `conns` connections echoing `size`-byte messages.
+    Echo {
+        key: &'static str,
+        conns: usize,
+        size: usize,
+    },
+    /// Memory per idle connection.
+    Idle,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 5] = [
+        Workload::Echo {
+            key: "echo1k",
+            conns: 10,
+            size: 1024,
+        },
+        Workload::Echo {
+            key: "echo10k",
+            conns: 10,
+            size: 10 * 1024,
+        },
+        Workload::Echo {
+            key: "echo100k",
+            conns: 10,
+            size: 100 * 1024,
+        },
+        Workload::Echo {
+            key: "pingpong",
+            conns: 1,
+            size: 1024,
+        },
+        Workload::Idle,
+    ];
+
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.key() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown workload {s:?}: expected echo1k, echo10k, echo100k, pingpong or idle"
+                )
+            })
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Workload::Echo { key, .. } => key,
+            Workload::Idle => "idle",
+        }
+    }
+
+    pub fn label(self, idle_conns: usize) -> String {
+        match self {
+            Workload::Echo { conns: 1, size, .. } => {
+                format!("ping-pong: echo {} KiB, 1 connection", size / 1024)
+            }
+            Workload::Echo { conns, size, .. } => {
+                format!("echo {} KiB, {conns} connections", size / 1024)
+            }
+            Workload::Idle => format!("{idle_conns} idle connections"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub reps: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub idle_conns: usize,
+    pub peers: Vec<Peer>,
+    pub workloads: Vec<Workload>,
+    pub pin: bool,
+    /// `None`: on unless quick.
+    pub perf: Option<bool>,
+    pub quick: bool,
+    pub out: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            reps: 3,
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_secs(3),
+            idle_conns: 10_000,
+            peers: Peer::ALL.to_vec(),
+            workloads: Workload::ALL.to_vec(),
+            pin: false,
+            perf: None,
+            quick: false,
+            out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench")),
+        }
+    }
+}
+
+impl Config {
+    /// Small counts for a smoke run; later flags still override them.
+    pub fn quick(&mut self) {
+        self.quick = true;
+        self.warmup = Duration::from_millis(100);
+        self.measure = Duration::from_millis(200);
+        self.idle_conns = 1000;
+    }
+}
+
+/// Idle connections opened before the baseline RSS is read, so one-time
+/// allocations (read buffers, first slab pages) are not charged per
+/// connection.
+const IDLE_WARM: usize = 100;
+
+pub fn run(mut cfg: Config) -> Result<(), String> {
+    let started = Instant::now();
+    let mut notes = Vec::new();
+    let nofile = raise_nofile_limit();
+    let need = cfg.idle_conns + IDLE_WARM + 64;
+    if cfg.workloads.contains(&Workload::Idle) && (nofile as usize) < need {
+        let n = (nofile as usize).saturating_sub(IDLE_WARM + 64);
+        notes.push(format!(
+            "RLIMIT_NOFILE is {nofile}: idle connections cut from {} to {n}",
+            cfg.idle_conns
+        ));
+        cfg.idle_conns = n;
+    }
+
+    let py = peers::setup_python(
+        cfg.peers.contains(&Peer::Asyncio),
+        cfg.peers.contains(&Peer::Uvloop),
+    );
+    notes.extend(py.notes.iter().cloned());
+    let peers: Vec<Peer> = cfg
+        .peers
+        .iter()
+        .copied()
+        .filter(|p| peers::server_command(*p, &py).is_some())
+        .collect();
+    if peers.is_empty() {
+        return Err("no server to run".into());
+    }
+
+    let perf = cfg.perf.unwrap_or(!cfg.quick);
+    let perf = perf
+        && match perf::perf_works() {
+            Ok(()) => true,
+            Err(e) => {
+                notes.push(format!(
+                    "{e}: system calls are not counted, and the user/system split is \
+                     getrusage's (4 ms ticks: noisy)"
+                ));
+                false
+            }
+        };
+    if !perf && cfg.perf.is_none() && cfg.quick {
+        notes.push(
+            "--quick: no perf, so system calls are not counted and the user/system split is \
+             getrusage's (4 ms ticks: noisy); add --perf"
+                .into(),
+        );
+    }
+
+    if cfg.pin {
+        proc::pin_to_cpu(0).map_err(|e| format!("pinning the load generator to CPU 0: {e}"))?;
+    }
+    let mut rep = Report::new(&cfg, &peers, notes, perf);
+    eprintln!(
+        "bench: {} servers x {} workloads x {} reps, {:?} measured per cell",
+        peers.len(),
+        cfg.workloads.len(),
+        cfg.reps,
+        cfg.measure
+    );
+    let mut failures = Vec::new();
+    for r in 0..cfg.reps {
+        for &w in &cfg.workloads {
+            for k in 0..peers.len() {
+                let peer = peers[(k + r) % peers.len()];
+                let how = if perf { PerfUse::Sample } else { PerfUse::None };
+                match run_cell(peer, w, &cfg, &py, how) {
+                    Ok((sample, _)) => {
+                        eprintln!(
+                            "  rep {} {:<9} {:<10} {}",
+                            r + 1,
+                            w.key(),
+                            peer.name(),
+                            sample.brief()
+                        );
+                        rep.add(w, peer, sample);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "  rep {} {:<9} {:<10} FAILED: {e}",
+                            r + 1,
+                            w.key(),
+                            peer.name()
+                        );
+                        failures.push(format!("{} on {}: {e}", peer.name(), w.key()));
+                    }
+                }
+            }
+        }
+    }
+    if perf {
+        // A separate pass, so tracing never slows the timed runs.
+        for &w in cfg.workloads.iter().filter(|w| **w != Workload::Idle) {
+            for &peer in &peers {
+                match run_cell(peer, w, &cfg, &py, PerfUse::Syscalls) {
+                    Ok((_, Some(sc))) => rep.add_syscalls(w, peer, sc),
+                    Ok((_, None)) => {}
+                    Err(e) => {
+                        failures.push(format!("{} on {} (perf pass): {e}", peer.name(), w.key()))
+                    }
+                }
+            }
+        }
+    }
+    rep.set_failures(failures.clone());
+    rep.set_duration(started.elapsed());
+
+    let md = rep.markdown();
+    println!("{md}");
+    std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    let md_path = cfg.out.join("results.md");
+    let svg_path = cfg.out.join("results.svg");
+    std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    std::fs::write(&svg_path, report::svg(&rep))
+        .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    eprintln!(
+        "bench: wrote {} and {} in {:.0} s",
+        md_path.display(),
+        svg_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} cell(s) failed", failures.len()))
+    }
+}
+
+/// What perf does in a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PerfUse {
+    None,
+    /// Sample the server to split its CPU time into user and kernel.
+    Sample,
+    /// Count the server's system calls (an extra, untimed pass).
+    Syscalls,
+}
+
+/// One fresh server process, one workload.
+fn run_cell(
+    peer: Peer,
+    w: Workload,
+    cfg: &Config,
+    py: &Python,
+    how: PerfUse,
+) -> Result<(Sample, Option<report::Syscalls>), String> {
+    let cmd = peers::server_command(peer, py).ok_or("server unavailable")?;
+    let mut srv = ServerProc::spawn(peer.name(), cmd, cfg.pin.then_some(1))?;
+    let mut s = Sample::default();
+    match w {
+        Workload::Echo { conns, size, .. } => {
+            let io = |e: std::io::Error| format!("load: {e}");
+            let mut load = EchoLoad::connect(srv.addr, conns, size).map_err(io)?;
+            load.run(cfg.warmup).map_err(io)?;
+            let mut perf = match how {
+                PerfUse::None => None,
+                PerfUse::Sample => Some(Perf::sampler(srv.pid())?),
+                PerfUse::Syscalls => Some(Perf::syscalls(srv.pid())?),
+            };
+            let c0 = srv.cpu()?;
+            if let Some(p) = &mut perf {
+                p.enable()?;
+            }
+            let measure = match how {
+                PerfUse::Syscalls => cfg.measure.min(Duration::from_secs(1)),
+                _ => cfg.measure,
+            };
+            let phase = load.run(measure).map_err(io)?;
+            if let Some(p) = &mut perf {
+                p.disable()?;
+            }
+            let cpu = srv.cpu()?.since(c0);
+            let (_, hwm) = srv.memory_kib()?;
+            drop(load);
+            srv.stop();
+            if phase.requests == 0 {
+                return Err("no request completed".into());
+            }
+            let total = (cpu.user_us + cpu.sys_us) as f64;
+            let (mut user, mut sys) = (cpu.user_us as f64, cpu.sys_us as f64);
+            let mut syscalls = None;
+            match (how, perf) {
+                (PerfUse::Sample, Some(p)) => {
+                    let (frac, _) = p.user_fraction()?;
+                    (user, sys) = (total * frac, total * (1.0 - frac));
+                }
+                (PerfUse::Syscalls, Some(p)) => {
+                    syscalls = Some(report::Syscalls::new(p.syscall_counts()?, phase.requests));
+                }
+                _ => {}
+            }
+            let per_req = |us: f64| us / phase.requests as f64;
+            s.set(Metric::Rps, phase.rps());
+            s.set(Metric::P50, phase.quantile_us(0.50));
+            s.set(Metric::P99, phase.quantile_us(0.99));
+            s.set(Metric::UserPerReq, per_req(user));
+            s.set(Metric::SysPerReq, per_req(sys));
+            s.set(Metric::CpuPerReq, per_req(total));
+            s.set(Metric::PeakRss, hwm as f64 / 1024.0);
+            Ok((s, syscalls))
+        }
+        Workload::Idle => {
+            let io = |e: std::io::Error| format!("idle connections: {e}");
+            let warm = load::open_idle(srv.addr, IDLE_WARM).map_err(io)?;
+            let (rss0, _) = srv.memory_kib()?;
+            let conns = load::open_idle(srv.addr, cfg.idle_conns).map_err(io)?;
+            let (rss1, hwm) = srv.memory_kib()?;
+            drop(conns);
+            drop(warm);
+            srv.stop();
+            let growth = rss1.saturating_sub(rss0) as f64 * 1024.0;
+            s.set(Metric::BytesPerConn, growth / cfg.idle_conns as f64);
+            s.set(Metric::PeakRss, hwm as f64 / 1024.0);
+            Ok((s, None))
+        }
+    }
+}
+
+/// Raise the soft open-files limit to the hard one (children inherit it);
+/// returns the soft limit now in force.
+fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl = want;
+            }
+        }
+        rl.rlim_cur
+    }
+}
+
+/// `--load`: drive a server started by hand (for profiling it).
+pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("load: {e}");
+    match w {
+        Workload::Echo { conns, size, .. } => {
+            let mut load = EchoLoad::connect(addr, conns, size).map_err(io)?;
+            load.run(Duration::from_millis(500)).map_err(io)?;
+            let p = load.run(secs).map_err(io)?;
+            println!(
+                "{}: {} requests in {:.2} s = {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
+                w.label(0),
+                p.requests,
+                p.elapsed.as_secs_f64(),
+                p.rps(),
+                p.quantile_us(0.5),
+                p.quantile_us(0.99)
+            );
+        }
+        Workload::Idle => {
+            raise_nofile_limit();
+            let n = 10_000;
+            let conns = load::open_idle(addr, n).map_err(io)?;
+            println!("holding {n} idle connections for {secs:?}");
+            std::thread::sleep(secs);
+            drop(conns);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! The Rust echo servers, each run as its own process by `--serve KIND`:
+//! protoloop, tokio `current_thread`, and a raw single-threaded mio loop.
+//!
+//! Every server speaks the same control protocol with the orchestrator
+//! (see `proc.rs`): it prints `listening HOST:PORT` once it accepts, then
+//! answers each `cpu` line on stdin with `cpu USER_US SYSTEM_US` (its own
+//! `getrusage`), and exits when stdin closes. The control thread sleeps in
+//! `read(0)` the rest of the time, so it costs the server nothing.
+//!
+//! All three echo what they read and stop reading while their writes are
+//! backed up, so none buffers without bound.
+
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+
+pub fn serve(kind: &str, listen: &str) -> Result<(), String> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("--listen {listen:?}: {e}"))?;
+    match kind {
+        "protoloop" => protoloop_echo(addr),
+        "tokio" => tokio_echo(addr),
+        "mio" => mio_echo::run(addr),
+        other => Err(format!(
+            "unknown server {other:?}: expected protoloop, tokio or mio"
+        )),
+    }
+}
+
+/// Announce the address and start answering the orchestrator.
+fn announce(addr: SocketAddr) {
+    println!("listening {addr}");
+    let _ = io::stdout().flush();
+    std::thread::spawn(control);
+}
+
+fn control() {
+    let stdin = io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "cpu" {
+            let (user, sys) = own_cpu_us();
+            println!("cpu {user} {sys}");
+            let _ = io::stdout().flush();
+        }
+    }
+    // The orchestrator is done with us (or gone).
+    std::process::exit(0);
+}
+
+fn own_cpu_us() -> (u64, u64) {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is valid for writes of a `rusage`, which getrusage fills.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
+// ---------------------------------------------------------------- protoloop
+
+fn protoloop_echo(addr: SocketAddr) -> Result<(), String> {
+    use protoloop::{EventLoop, Protocol, ServerOptions, Transport};
+
+    /// The textbook asyncio echo protocol, with flow control.
+    struct Echo(Option<Transport>);
+    impl Protocol for Echo {
+        fn connection_made(&mut self, t: Transport) {
+            self.0 = Some(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            if let Some(t) = &self.0 {
+                // Fails only once the connection is closing.
+                let _ = t.write(data);
+            }
+        }
+        fn pause_writing(&mut self) {
+            if let Some(t) = &self.0 {
+                t.pause_reading();
+            }
+        }
+        fn resume_writing(&mut self) {
+            if let Some(t) = &self.0 {
+                t.resume_reading();
+            }
+        }
+    }
+
+    let lp = EventLoop::new().map_err(|e| format!("creating the loop: {e}"))?;
+    let server = lp
+        .handle()
+        .create_server(|| Echo(None), addr, ServerOptions::default())
+        .map_err(|e| e.to_string())?;
+    announce(server.local_addrs()[0]);
+    lp.run_forever().map_err(|e| e.to_string())
+}
+
+// -------------------------------------------------------------------- tokio
+
+fn tokio_echo(addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("building the runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("listening on {addr}: {e}"))?;
+        announce(listener.local_addr().map_err(|e| e.to_string())?);
+        loop {
+            let (mut sock, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tokio server: accept: {e}");
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(async move {
+                // What tokio users (and tokio-util's codecs) write: a
+                // `BytesMut` filled by `read_buf`, so memory is touched
+                // only as data arrives. 64 KiB: about as much as loopback
+                // hands over in one read (tokio's example's 1 KiB would
+                // make a 100 KiB message cost a hundred reads).
+                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+                loop {
+                    buf.clear();
+                    match sock.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if sock.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
+// ---------------------------------------------------------------- raw mio
+
+/// The ceiling: one thread, no framework, one shared (page-aligned: see
+/// `AlignedBuf`) read buffer, every
+/// socket registered once for both directions (edge-triggered), and a
+/// short read taken as "drained" so a request costs one `read`.
+mod mio_echo {
+    use std::io::{self, Read, Write};
+    use std::net::SocketAddr;
+
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Token};
+    use slab::Slab;
+
+    const LISTENER: Token = Token(usize::MAX - 1);
+
+    struct Conn {
+        sock: TcpStream,
+        /// Bytes read but not yet written back; while non-empty, reading
+        /// stops (the echo's flow control).
+        pending: Vec<u8>,
+    }
+
+    pub fn run(addr: SocketAddr) -> Result<(), String> {
+        let mut poll = Poll::new().map_err(|e| e.to_string())?;
+        let mut listener =
+            TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        super::announce(listener.local_addr().map_err(|e| e.to_string())?);
+        let mut conns: Slab<Conn> = Slab::new();
+        let mut events = Events::with_capacity(1024);
+        let mut buf = crate::load::AlignedBuf::new(256 * 1024);
+        loop {
+            if let Err(e) = poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll: {e}"));
+            }
+            for ev in events.iter() {
+                if ev.token() == LISTENER {
+                    accept_all(&poll, &listener, &mut conns);
+                    continue;
+                }
+                let key = ev.token().0;
+                let Some(conn) = conns.get_mut(key) else {
+                    continue;
+                };
+                if !serve_conn(conn, &mut buf) {
+                    let mut c = conns.remove(key);
+                    let _ = poll.registry().deregister(&mut c.sock);
+                }
+            }
+        }
+    }
+
+    fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab<Conn>) {
+        loop {
+            match listener.accept() {
+                Ok((mut sock, _)) => {
+                    let _ = sock.set_nodelay(true);
+                    let entry = conns.vacant_entry();
+                    let token = Token(entry.key());
+                    if poll
+                        .registry()
+                        .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        entry.insert(Conn {
+                            sock,
+                            pending: Vec::new(),
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of descriptors, most likely; the next event retries.
+                    eprintln!("mio server: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handle one readiness event; `false` when the connection is done.
+    fn serve_conn(conn: &mut Conn, buf: &mut [u8]) -> bool {
+        // Whatever the event was, flush first, then read (an edge that
+        // arrived while we were backed up must not be lost).
+        if !conn.pending.is_empty() {
+            match write_some(&mut conn.sock, &conn.pending) {
+                Ok(n) => {
+                    conn.pending.drain(..n);
+                }
+                Err(_) => return false,
+            }
+            if !conn.pending.is_empty() {
+                return true;
+            }
+        }
+        loop {
+            let n = match conn.sock.read(buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            };
+            match write_some(&mut conn.sock, &buf[..n]) {
+                Ok(w) if w == n => {}
+                Ok(w) => {
+                    conn.pending.extend_from_slice(&buf[w..n]);
+                    return true; // a writable edge will resume us
+                }
+                Err(_) => return false,
+            }
+            if n < buf.len() {
+                return true; // short read: drained
+            }
+        }
+    }
+
+    /// Write as much as the socket takes now. One call: a short write
+    /// means the send buffer is full, so trying again would only fail.
+    fn write_some(sock: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match sock.write(data) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
