@@ -1,4 +1,4 @@
-// Run: cargo bench --bench bench                 (full run, about 5 minutes)
+// Run: cargo bench --bench bench                 (full run, about 7 minutes)
 //      cargo bench --bench bench -- --quick      (smoke run for CI, under a minute)
 //      cargo bench --bench bench -- --help       (every option)
 //
@@ -47,7 +47,7 @@ usage:
   --pin        pin the load generator to CPU 0 and each server to CPU 1
   --perf       use perf (default on unless --quick): sample the servers to split CPU time
                into user and kernel, and count their system calls in an extra pass
-  --out DIR    where results.md and results.svg go (default target/bench)";
+  --out DIR    where RESULTS.md and results.svg go (default target/bench)";
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench` to every bench target; it means nothing here.

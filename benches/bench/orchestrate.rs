@@ -239,7 +239,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let md = rep.markdown();
     println!("{md}");
     std::fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
-    let md_path = cfg.out.join("results.md");
+    let md_path = cfg.out.join("RESULTS.md");
     let svg_path = cfg.out.join("results.svg");
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
     std::fs::write(&svg_path, report::svg(&rep))

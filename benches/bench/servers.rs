@@ -192,7 +192,9 @@ mod mio_echo {
                 let Some(conn) = conns.get_mut(key) else {
                     continue;
                 };
-                if !serve_conn(conn, &mut buf) {
+                // The FIN raises no further edge: after it, read to EOF.
+                let trust_short_read = !(ev.is_read_closed() || ev.is_error());
+                if !serve_conn(conn, &mut buf, trust_short_read) {
                     let mut c = conns.remove(key);
                     let _ = poll.registry().deregister(&mut c.sock);
                 }
@@ -231,7 +233,7 @@ mod mio_echo {
     }
 
     /// Handle one readiness event; `false` when the connection is done.
-    fn serve_conn(conn: &mut Conn, buf: &mut [u8]) -> bool {
+    fn serve_conn(conn: &mut Conn, buf: &mut [u8], trust_short_read: bool) -> bool {
         // Whatever the event was, flush first, then read (an edge that
         // arrived while we were backed up must not be lost).
         if !conn.pending.is_empty() {
@@ -261,22 +263,25 @@ mod mio_echo {
                 }
                 Err(_) => return false,
             }
-            if n < buf.len() {
+            if n < buf.len() && trust_short_read {
                 return true; // short read: drained
             }
         }
     }
 
-    /// Write as much as the socket takes now. One call: a short write
-    /// means the send buffer is full, so trying again would only fail.
+    /// Write as much as the socket takes now. After a short write, write
+    /// on until `WouldBlock`: only that promises a writable edge (Linux
+    /// sends one after a short write too, gVisor does not).
     fn write_some(sock: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
-        loop {
-            match sock.write(data) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+        let mut done = 0;
+        while done < data.len() {
+            match sock.write(&data[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+        Ok(done)
     }
 }
