@@ -440,14 +440,16 @@ impl Report {
                 );
             }
             if let (Some(a), Some(b)) = (self.syscalls_of(w, pl), self.syscalls_of(w, Peer::Mio)) {
+                // "Equal": within 2%, since how many connections one
+                // `epoll_wait` serves varies from run to run.
                 check(
                     format!(
-                        "{k}: syscalls/req vs raw mio ({:.2} vs {:.2})",
+                        "{k}: syscalls/req vs raw mio ({:.2} vs {:.2}; equal within 2%)",
                         a.total(),
                         b.total()
                     ),
                     Some(a.total() / b.total()),
-                    1.0,
+                    1.02,
                     "×",
                 );
             }
