@@ -10,6 +10,7 @@ use std::time::Duration;
 use protoloop::codec::{Framed, MessageCodec, MessageHandler};
 use protoloop::proto::adder::{AddReply, AddRequest};
 use protoloop::rpc::{RpcError, RpcOptions, Service};
+use protoloop::testing::{Call, RecordingTransport};
 use protoloop::{CloseReason, ConnectOptions};
 use rpc_support::*;
 
@@ -188,4 +189,46 @@ fn half_close_behind_a_full_pipeline_still_closes_after_the_replies() {
         until(&h, || lost.get()).await;
         server.close();
     });
+}
+
+#[test]
+fn replies_to_one_read_leave_in_one_write() {
+    use protoloop::Protocol;
+
+    let lp = protoloop::EventLoop::new().unwrap();
+    let _h = lp.handle();
+    let service = Service::new(|r: AddRequest| AddReply {
+        sum: i64::from(r.a) + i64::from(r.b),
+    });
+    let mut proto = service.protocol();
+    let t = RecordingTransport::new();
+    proto.connection_made(t.transport());
+    let wire = frames((0..32).map(|i| AddRequest { a: i, b: 1 }));
+    // Split mid-frame: each read's complete requests are answered together.
+    let cut = wire.len() / 2 + 1;
+    proto.data_received(&wire[..cut]);
+    assert_eq!(writes(&t), 1);
+    proto.data_received(&wire[cut..]);
+    assert_eq!(writes(&t), 2);
+    let replies = frames_of_replies(&t.written());
+    assert_eq!(replies, (1..=32).collect::<Vec<i64>>());
+}
+
+fn writes(t: &RecordingTransport) -> usize {
+    t.calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Write(_)))
+        .count()
+}
+
+fn frames_of_replies(mut wire: &[u8]) -> Vec<i64> {
+    use prost::Message;
+    let mut out = Vec::new();
+    while wire.len() >= 2 {
+        let len = u16::from_be_bytes([wire[0], wire[1]]) as usize;
+        out.push(AddReply::decode(&wire[2..2 + len]).unwrap().sum);
+        wire = &wire[2 + len..];
+    }
+    assert!(wire.is_empty(), "a partial reply frame");
+    out
 }
