@@ -11,7 +11,7 @@
 //!   binary again with `--serve KIND`, or a Python script), drives it with
 //!   the load generator, samples the child's CPU time, RSS and (with `perf`)
 //!   system calls, and prints a markdown table and writes an SVG chart;
-//! - a server (`--serve protoloop|tokio|mio --listen HOST:PORT`);
+//! - a server (`--serve protoloop|tokio|mio [--app echo|rpc] --listen HOST:PORT`);
 //! - a standalone load generator (`--load WORKLOAD --connect HOST:PORT`),
 //!   handy next to `perf record -p PID` on a server started by hand.
 
@@ -21,6 +21,9 @@ mod peers;
 mod perf;
 mod proc;
 mod report;
+mod rpc_clients;
+mod rpc_load;
+mod rpc_servers;
 mod servers;
 mod svg;
 
@@ -34,12 +37,16 @@ use peers::Peer;
 const USAGE: &str = "\
 usage:
   bench [--quick] [--reps N] [--secs S] [--warmup S] [--idle N]
-        [--peers protoloop,tokio,mio,asyncio,uvloop] [--workloads echo1k,echo10k,echo100k,pingpong,idle]
+        [--peers protoloop,tokio,mio,asyncio,uvloop]
+        [--workloads echo1k,echo10k,echo100k,pingpong,idle,rpc1x10,rpc32x10,rpc1x100,rpc32x100,
+                     client1x10,client32x10,client1x100,client32x100]
         [--pin] [--perf | --no-perf] [--out DIR]
-  bench --serve protoloop|tokio|mio --listen HOST:PORT
-  bench --load echo1k|echo10k|echo100k|pingpong --connect HOST:PORT [--secs S]
+  bench --serve protoloop|tokio|mio [--app echo|rpc] --listen HOST:PORT
+  bench --load WORKLOAD --connect HOST:PORT [--secs S]
 
-  --quick      small counts for a smoke run (3 reps of 0.2 s, 1,000 idle connections, no perf)
+  --quick      a smoke run: 3 reps of 0.1 s, 1,000 idle connections, no perf, and one
+               workload of each kind (echo1k,echo100k,pingpong,idle,rpc1x10,rpc32x100,
+               client1x10,client32x100) unless --workloads says otherwise
   --reps N     repetitions of every (workload, server) cell, alternating servers (default 3)
   --secs S     measured seconds per cell (default 3)
   --warmup S   unmeasured seconds before each measurement (default 0.5)
@@ -69,8 +76,10 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut serve: Option<String> = None;
     let mut load: Option<String> = None;
     let mut listen = "127.0.0.1:0".to_string();
+    let mut app = "echo".to_string();
     let mut connect: Option<String> = None;
     let mut secs_given = false;
+    let mut workloads_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -98,6 +107,7 @@ fn run(args: &[String]) -> Result<(), String> {
                     .collect::<Result<_, _>>()?
             }
             "--workloads" => {
+                workloads_given = true;
                 cfg.workloads = value()?
                     .split(',')
                     .map(orchestrate::Workload::parse)
@@ -109,16 +119,23 @@ fn run(args: &[String]) -> Result<(), String> {
             "--out" => cfg.out = value()?.into(),
             "--serve" => serve = Some(value()?),
             "--listen" => listen = value()?,
+            "--app" => app = value()?,
             "--load" => load = Some(value()?),
             "--connect" => connect = Some(value()?),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    if cfg.quick && !workloads_given {
+        cfg.workloads = orchestrate::Workload::QUICK
+            .iter()
+            .map(|k| orchestrate::Workload::parse(k))
+            .collect::<Result<_, _>>()?;
+    }
     if cfg.reps == 0 {
         return Err("--reps must be at least 1".into());
     }
     if let Some(kind) = serve {
-        return servers::serve(&kind, &listen);
+        return servers::serve(&kind, &listen, &app);
     }
     if let Some(w) = load {
         let addr: SocketAddr = connect

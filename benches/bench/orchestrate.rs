@@ -13,6 +13,8 @@ use crate::peers::{self, Peer, Python};
 use crate::perf::{self, Perf};
 use crate::proc::{self, ServerProc};
 use crate::report::{self, Metric, Report, Sample};
+use crate::rpc_clients::{self, ProtoloopClients, TokioClients};
+use crate::rpc_load::RpcLoad;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
@@ -24,10 +26,23 @@ pub enum Workload {
     },
     /// Memory per idle connection.
     Idle,
+    /// `conns` connections keeping `depth` protobuf requests in flight.
+    Rpc {
+        key: &'static str,
+        conns: usize,
+        depth: usize,
+    },
+    /// The same through each peer's client against the raw mio server:
+    /// the client thread's CPU per request.
+    Client {
+        key: &'static str,
+        conns: usize,
+        depth: usize,
+    },
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 13] = [
         Workload::Echo {
             key: "echo1k",
             conns: 10,
@@ -49,6 +64,58 @@ impl Workload {
             size: 1024,
         },
         Workload::Idle,
+        Workload::Rpc {
+            key: "rpc1x10",
+            conns: 10,
+            depth: 1,
+        },
+        Workload::Rpc {
+            key: "rpc32x10",
+            conns: 10,
+            depth: 32,
+        },
+        Workload::Rpc {
+            key: "rpc1x100",
+            conns: 100,
+            depth: 1,
+        },
+        Workload::Rpc {
+            key: "rpc32x100",
+            conns: 100,
+            depth: 32,
+        },
+        Workload::Client {
+            key: "client1x10",
+            conns: 10,
+            depth: 1,
+        },
+        Workload::Client {
+            key: "client32x10",
+            conns: 10,
+            depth: 32,
+        },
+        Workload::Client {
+            key: "client1x100",
+            conns: 100,
+            depth: 1,
+        },
+        Workload::Client {
+            key: "client32x100",
+            conns: 100,
+            depth: 32,
+        },
+    ];
+
+    /// What `--quick` runs: every server and client code path once.
+    pub const QUICK: [&'static str; 8] = [
+        "echo1k",
+        "echo100k",
+        "pingpong",
+        "idle",
+        "rpc1x10",
+        "rpc32x100",
+        "client1x10",
+        "client32x100",
     ];
 
     pub fn parse(s: &str) -> Result<Workload, String> {
@@ -56,15 +123,16 @@ impl Workload {
             .into_iter()
             .find(|w| w.key() == s)
             .ok_or_else(|| {
-                format!(
-                    "unknown workload {s:?}: expected echo1k, echo10k, echo100k, pingpong or idle"
-                )
+                let all: Vec<&str> = Workload::ALL.iter().map(|w| w.key()).collect();
+                format!("unknown workload {s:?}: expected one of {}", all.join(", "))
             })
     }
 
     pub fn key(self) -> &'static str {
         match self {
-            Workload::Echo { key, .. } => key,
+            Workload::Echo { key, .. }
+            | Workload::Rpc { key, .. }
+            | Workload::Client { key, .. } => key,
             Workload::Idle => "idle",
         }
     }
@@ -78,7 +146,23 @@ impl Workload {
                 format!("echo {} KiB, {conns} connections", size / 1024)
             }
             Workload::Idle => format!("{idle_conns} idle connections"),
+            Workload::Rpc { conns, depth, .. } => {
+                format!("protobuf GetBalance → Response, depth {depth}, {conns} connections")
+            }
+            Workload::Client { conns, depth, .. } => format!(
+                "client side: GetBalance depth {depth}, {conns} connections, raw mio server"
+            ),
         }
+    }
+
+    /// Protobuf request/reply, server or client side.
+    pub fn is_rpc(self) -> bool {
+        matches!(self, Workload::Rpc { .. } | Workload::Client { .. })
+    }
+
+    /// Measured on the client, against a fixed server.
+    pub fn is_client(self) -> bool {
+        matches!(self, Workload::Client { .. })
     }
 }
 
@@ -118,8 +202,8 @@ impl Config {
     /// Small counts for a smoke run; later flags still override them.
     pub fn quick(&mut self) {
         self.quick = true;
-        self.warmup = Duration::from_millis(100);
-        self.measure = Duration::from_millis(200);
+        self.warmup = Duration::from_millis(50);
+        self.measure = Duration::from_millis(100);
         self.idle_conns = 1000;
     }
 }
@@ -148,11 +232,17 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         cfg.peers.contains(&Peer::Uvloop),
     );
     notes.extend(py.notes.iter().cloned());
+    if cfg.workloads.iter().any(|w| w.is_rpc()) && cfg.peers.iter().any(|p| p.is_python()) {
+        notes.push(
+            "the protobuf workloads have no Python server yet: asyncio and uvloop sit them out"
+                .into(),
+        );
+    }
     let peers: Vec<Peer> = cfg
         .peers
         .iter()
         .copied()
-        .filter(|p| peers::server_command(*p, &py).is_some())
+        .filter(|p| peers::server_command(*p, &py, false).is_some())
         .collect();
     if peers.is_empty() {
         return Err("no server to run".into());
@@ -194,6 +284,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         for &w in &cfg.workloads {
             for k in 0..peers.len() {
                 let peer = peers[(k + r) % peers.len()];
+                if w.is_rpc() && peer.is_python() {
+                    continue;
+                }
                 let how = if perf { PerfUse::Sample } else { PerfUse::None };
                 match run_cell(peer, w, &cfg, &py, how) {
                     Ok((sample, _)) => {
@@ -221,8 +314,12 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     }
     if perf {
         // A separate pass, so tracing never slows the timed runs.
-        for &w in cfg.workloads.iter().filter(|w| **w != Workload::Idle) {
+        let counted = |w: &&Workload| **w != Workload::Idle && !w.is_client();
+        for &w in cfg.workloads.iter().filter(counted) {
             for &peer in &peers {
+                if w.is_rpc() && peer.is_python() {
+                    continue;
+                }
                 match run_cell(peer, w, &cfg, &py, PerfUse::Syscalls) {
                     Ok((_, Some(sc))) => rep.add_syscalls(w, peer, sc),
                     Ok((_, None)) => {}
@@ -275,13 +372,16 @@ fn run_cell(
     py: &Python,
     how: PerfUse,
 ) -> Result<(Sample, Option<report::Syscalls>), String> {
-    let cmd = peers::server_command(peer, py).ok_or("server unavailable")?;
+    if w.is_client() {
+        return client_cell(peer, w, cfg, py);
+    }
+    let cmd = peers::server_command(peer, py, w.is_rpc()).ok_or("server unavailable")?;
     let mut srv = ServerProc::spawn(peer.name(), cmd, cfg.pin.then_some(1))?;
     let mut s = Sample::default();
     match w {
-        Workload::Echo { conns, size, .. } => {
+        Workload::Echo { .. } | Workload::Rpc { .. } | Workload::Client { .. } => {
             let io = |e: std::io::Error| format!("load: {e}");
-            let mut load = EchoLoad::connect(srv.addr, conns, size).map_err(io)?;
+            let mut load = Load::connect(w, peer, srv.addr).map_err(io)?;
             load.run(cfg.warmup).map_err(io)?;
             let mut perf = match how {
                 PerfUse::None => None,
@@ -347,6 +447,77 @@ fn run_cell(
     }
 }
 
+/// A `Client` cell: the raw mio server, driven by `peer`'s client on this
+/// thread; the figures are the client thread's.
+fn client_cell(
+    peer: Peer,
+    w: Workload,
+    cfg: &Config,
+    py: &Python,
+) -> Result<(Sample, Option<report::Syscalls>), String> {
+    let cmd = peers::server_command(Peer::Mio, py, true).ok_or("server unavailable")?;
+    let srv = ServerProc::spawn("mio", cmd, cfg.pin.then_some(1))?;
+    let io = |e: std::io::Error| format!("{} client: {e}", peer.name());
+    let mut load = Load::connect(w, peer, srv.addr).map_err(io)?;
+    load.run(cfg.warmup).map_err(io)?;
+    let c0 = rpc_clients::thread_cpu();
+    let phase = load.run(cfg.measure).map_err(io)?;
+    let cpu = rpc_clients::thread_cpu().since(c0);
+    drop(load);
+    srv.stop();
+    if phase.requests == 0 {
+        return Err("no request completed".into());
+    }
+    let per_req = |us: u64| us as f64 / phase.requests as f64;
+    let mut s = Sample::default();
+    s.set(Metric::Rps, phase.rps());
+    s.set(Metric::P50, phase.quantile_us(0.50));
+    s.set(Metric::P99, phase.quantile_us(0.99));
+    s.set(Metric::UserPerReq, per_req(cpu.user_us));
+    s.set(Metric::SysPerReq, per_req(cpu.sys_us));
+    s.set(Metric::CpuPerReq, per_req(cpu.user_us + cpu.sys_us));
+    Ok((s, None))
+}
+
+/// The generator for a workload with requests.
+enum Load {
+    Echo(EchoLoad),
+    Rpc(RpcLoad),
+    Protoloop(ProtoloopClients),
+    Tokio(TokioClients),
+}
+
+impl Load {
+    /// `peer` picks the client of a `Client` workload.
+    fn connect(w: Workload, peer: Peer, addr: SocketAddr) -> std::io::Result<Load> {
+        match w {
+            Workload::Echo { conns, size, .. } => {
+                EchoLoad::connect(addr, conns, size).map(Load::Echo)
+            }
+            Workload::Rpc { conns, depth, .. } => {
+                RpcLoad::connect(addr, conns, depth).map(Load::Rpc)
+            }
+            Workload::Client { conns, depth, .. } => match peer {
+                Peer::Protoloop => {
+                    ProtoloopClients::connect(addr, conns, depth).map(Load::Protoloop)
+                }
+                Peer::Tokio => TokioClients::connect(addr, conns, depth).map(Load::Tokio),
+                _ => RpcLoad::connect(addr, conns, depth).map(Load::Rpc),
+            },
+            Workload::Idle => unreachable!("the idle workload has no requests"),
+        }
+    }
+
+    fn run(&mut self, dur: Duration) -> std::io::Result<load::Phase> {
+        match self {
+            Load::Echo(l) => l.run(dur),
+            Load::Rpc(l) => l.run(dur),
+            Load::Protoloop(l) => l.run(dur),
+            Load::Tokio(l) => l.run(dur),
+        }
+    }
+}
+
 /// Raise the soft open-files limit to the hard one (children inherit it);
 /// returns the soft limit now in force.
 fn raise_nofile_limit() -> u64 {
@@ -373,8 +544,8 @@ fn raise_nofile_limit() -> u64 {
 pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<(), String> {
     let io = |e: std::io::Error| format!("load: {e}");
     match w {
-        Workload::Echo { conns, size, .. } => {
-            let mut load = EchoLoad::connect(addr, conns, size).map_err(io)?;
+        Workload::Echo { .. } | Workload::Rpc { .. } | Workload::Client { .. } => {
+            let mut load = Load::connect(w, Peer::Protoloop, addr).map_err(io)?;
             load.run(Duration::from_millis(500)).map_err(io)?;
             let p = load.run(secs).map_err(io)?;
             println!(

@@ -142,11 +142,15 @@ fn runs(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
-/// The command that starts `peer` listening on a free loopback port, or
-/// `None` if the peer is unavailable.
-pub fn server_command(peer: Peer, py: &Python) -> Option<Command> {
+/// The command that starts `peer` (its echo server, or with `rpc` its
+/// request/reply server) listening on a free loopback port, or `None` if
+/// the peer is unavailable.
+pub fn server_command(peer: Peer, py: &Python, rpc: bool) -> Option<Command> {
     let listen = ["--listen", "127.0.0.1:0"];
     if peer.is_python() {
+        if rpc {
+            return None; // no protobuf server in Python yet
+        }
         let interp = match peer {
             Peer::Asyncio => py.asyncio.as_ref()?,
             _ => py.uvloop.as_ref()?,
@@ -160,6 +164,9 @@ pub fn server_command(peer: Peer, py: &Python) -> Option<Command> {
         let exe = std::env::current_exe().ok()?;
         let mut c = Command::new(exe);
         c.args(["--serve", peer.name()]).args(listen);
+        if rpc {
+            c.args(["--app", "rpc"]);
+        }
         Some(c)
     }
 }

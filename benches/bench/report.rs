@@ -37,6 +37,14 @@ impl Metric {
         Metric::PeakRss,
     ];
     pub const IDLE: [Metric; 2] = [Metric::BytesPerConn, Metric::PeakRss];
+    pub const CLIENT: [Metric; 6] = [
+        Metric::Rps,
+        Metric::P50,
+        Metric::P99,
+        Metric::UserPerReq,
+        Metric::SysPerReq,
+        Metric::CpuPerReq,
+    ];
 
     fn header(self) -> &'static str {
         match self {
@@ -269,7 +277,8 @@ impl Report {
         for &w in &self.workloads {
             let metrics: &[Metric] = match w {
                 Workload::Idle => &Metric::IDLE,
-                Workload::Echo { .. } => &Metric::ECHO,
+                Workload::Echo { .. } | Workload::Rpc { .. } => &Metric::ECHO,
+                Workload::Client { .. } => &Metric::CLIENT,
             };
             let has_sc = self.peers.iter().any(|p| self.syscalls_of(w, *p).is_some());
             let _ = writeln!(o, "## {}\n", w.label(self.idle_conns));
@@ -419,10 +428,16 @@ impl Report {
                 0.6,
                 "×",
             );
+            // Echo: 0.92; request/reply: 0.9 at depth 1, 0.6 pipelined.
+            let vs_tokio = match w {
+                Workload::Rpc { depth: 1, .. } => 0.9,
+                Workload::Rpc { .. } => 0.6,
+                _ => 0.92,
+            };
             check(
                 format!("{k}: total CPU/req vs tokio"),
                 ratio(w, pl, Peer::Tokio, Metric::CpuPerReq),
-                0.92,
+                vs_tokio,
                 "×",
             );
             check(
@@ -437,6 +452,16 @@ impl Report {
                     ratio(w, pl, Peer::Uvloop, Metric::P99),
                     1.0,
                     "×",
+                );
+            }
+            if let (Workload::Rpc { depth, .. }, Some(a)) = (w, self.syscalls_of(w, pl))
+                && depth > 1
+            {
+                check(
+                    format!("{k}: syscalls/req (goal: well under 1)"),
+                    Some(a.total()),
+                    1.0,
+                    "",
                 );
             }
             if let (Some(a), Some(b)) = (self.syscalls_of(w, pl), self.syscalls_of(w, Peer::Mio)) {

@@ -1,4 +1,5 @@
-//! The Rust echo servers, each run as its own process by `--serve KIND`:
+//! The Rust echo servers, each run as its own process by `--serve KIND`
+//! (`--app rpc` picks the request/reply servers of `rpc_servers.rs`):
 //! protoloop, tokio `current_thread`, and a raw single-threaded mio loop.
 //!
 //! Every server speaks the same control protocol with the orchestrator
@@ -13,10 +14,15 @@
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 
-pub fn serve(kind: &str, listen: &str) -> Result<(), String> {
+pub fn serve(kind: &str, listen: &str, app: &str) -> Result<(), String> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|e| format!("--listen {listen:?}: {e}"))?;
+    match app {
+        "echo" => {}
+        "rpc" => return crate::rpc_servers::serve(kind, addr),
+        other => return Err(format!("unknown --app {other:?}: expected echo or rpc")),
+    }
     match kind {
         "protoloop" => protoloop_echo(addr),
         "tokio" => tokio_echo(addr),
@@ -28,7 +34,7 @@ pub fn serve(kind: &str, listen: &str) -> Result<(), String> {
 }
 
 /// Announce the address and start answering the orchestrator.
-fn announce(addr: SocketAddr) {
+pub fn announce(addr: SocketAddr) {
     println!("listening {addr}");
     let _ = io::stdout().flush();
     std::thread::spawn(control);
