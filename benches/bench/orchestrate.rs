@@ -149,9 +149,9 @@ impl Workload {
             Workload::Rpc { conns, depth, .. } => {
                 format!("protobuf GetBalance → Response, depth {depth}, {conns} connections")
             }
-            Workload::Client { conns, depth, .. } => format!(
-                "client side: GetBalance depth {depth}, {conns} connections, raw mio server"
-            ),
+            Workload::Client { conns, depth, .. } => {
+                format!("client: GetBalance depth {depth}, {conns} conns, raw mio server")
+            }
         }
     }
 

@@ -31,7 +31,7 @@ pub fn svg(r: &Report) -> String {
     let _ = writeln!(
         o,
         r##"<rect width="100%" height="100%" fill="#ffffff"/>
-<text x="10" y="22" font-size="16" font-weight="bold">protoloop vs peers: server CPU per request (lower is better)</text>
+<text x="10" y="22" font-size="16" font-weight="bold">protoloop vs peers: server CPU per request (client panels: the client's), lower is better</text>
 <rect x="10" y="34" width="12" height="12" fill="{}"/><text x="26" y="44">user</text>
 <rect x="66" y="34" width="12" height="12" fill="{}"/><text x="82" y="44">system</text>
 <text x="140" y="44" fill="#555">protoloop in orange; whisker: min–max of the total over the repetitions; right: median req/s</text>"##,
@@ -58,6 +58,8 @@ fn panel(o: &mut String, r: &Report, w: Workload, x0: f64, y0: f64) {
     let idle = w == Workload::Idle;
     let title = if idle {
         format!("{}: bytes per connection", w.label(r.idle_conns))
+    } else if w.is_client() {
+        format!("{}: client CPU µs/req", w.label(r.idle_conns))
     } else {
         format!("{}: CPU µs/request", w.label(r.idle_conns))
     };
@@ -87,7 +89,9 @@ fn panel(o: &mut String, r: &Report, w: Workload, x0: f64, y0: f64) {
         return;
     }
     let scale = BAR_W / max;
-    for (k, &p) in r.peers.iter().enumerate() {
+    // Peers that sat this workload out get no row.
+    let shown = r.peers.iter().filter(|&&p| r.stat(w, p, main).is_some());
+    for (k, &p) in shown.enumerate() {
         let y = y0 + 32.0 + k as f64 * ROW_H;
         let _ = writeln!(
             o,
