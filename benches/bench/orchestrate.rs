@@ -230,12 +230,15 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let py = peers::setup_python(
         cfg.peers.contains(&Peer::Asyncio),
         cfg.peers.contains(&Peer::Uvloop),
+        peers::SetupLimits::new(cfg.quick),
     );
+    for n in &py.notes {
+        eprintln!("bench: {n}");
+    }
     notes.extend(py.notes.iter().cloned());
-    if cfg.workloads.iter().any(|w| w.is_rpc()) && cfg.peers.iter().any(|p| p.is_python()) {
+    if cfg.workloads.iter().any(|w| w.is_client()) && cfg.peers.iter().any(|p| p.is_python()) {
         notes.push(
-            "the protobuf workloads have no Python server yet: asyncio and uvloop sit them out"
-                .into(),
+            "the client workloads have no Python client: asyncio and uvloop sit them out".into(),
         );
     }
     let peers: Vec<Peer> = cfg
@@ -284,7 +287,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         for &w in &cfg.workloads {
             for k in 0..peers.len() {
                 let peer = peers[(k + r) % peers.len()];
-                if w.is_rpc() && peer.is_python() {
+                if sits_out(w, peer, &py) {
                     continue;
                 }
                 let how = if perf { PerfUse::Sample } else { PerfUse::None };
@@ -317,7 +320,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         let counted = |w: &&Workload| **w != Workload::Idle && !w.is_client();
         for &w in cfg.workloads.iter().filter(counted) {
             for &peer in &peers {
-                if w.is_rpc() && peer.is_python() {
+                if sits_out(w, peer, &py) {
                     continue;
                 }
                 match run_cell(peer, w, &cfg, &py, PerfUse::Syscalls) {
@@ -352,6 +355,11 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     } else {
         Err(format!("{} cell(s) failed", failures.len()))
     }
+}
+
+/// Whether `peer` has nothing to run `w` with.
+fn sits_out(w: Workload, peer: Peer, py: &Python) -> bool {
+    peer.is_python() && (w.is_client() || (w.is_rpc() && !py.protobuf))
 }
 
 /// What perf does in a cell.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -65,6 +66,9 @@ pub struct Python {
     pub asyncio: Option<PathBuf>,
     /// Runs the uvloop server (the venv's python); `None` skips it.
     pub uvloop: Option<PathBuf>,
+    /// Whether those interpreters have the `protobuf` package, which the
+    /// request/reply server needs; without it they sit those workloads out.
+    pub protobuf: bool,
     /// Why a Python peer is skipped, for the report.
     pub notes: Vec<String>,
 }
@@ -77,69 +81,160 @@ pub fn python_script() -> PathBuf {
     manifest_dir().join("bench/python/echo_server.py")
 }
 
-/// Find `python3`, make `target/bench-venv` with uvloop in it unless it is
-/// there already, and say plainly what is skipped and why.
-pub fn setup_python(want_asyncio: bool, want_uvloop: bool) -> Python {
+pub fn python_rpc_script() -> PathBuf {
+    manifest_dir().join("bench/python/rpc_server.py")
+}
+
+/// How long each set-up step may take. pip gets its own socket timeout
+/// and no retries as well, so an unreachable PyPI fails in seconds; the
+/// wall-clock limit catches everything else (a proxy that accepts and
+/// stalls, a slow disk), so that a fresh machine without network can
+/// never hang the run, `--quick` in CI least of all.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupLimits {
+    pub venv: Duration,
+    pub pip: Duration,
+}
+
+impl SetupLimits {
+    pub fn new(quick: bool) -> SetupLimits {
+        if quick {
+            SetupLimits {
+                venv: Duration::from_secs(30),
+                pip: Duration::from_secs(20),
+            }
+        } else {
+            SetupLimits {
+                venv: Duration::from_secs(60),
+                pip: Duration::from_secs(120),
+            }
+        }
+    }
+}
+
+/// Find `python3`, make `target/bench-venv` with uvloop and protobuf in it
+/// unless they are there already, and say plainly what is skipped and why.
+pub fn setup_python(want_asyncio: bool, want_uvloop: bool, limits: SetupLimits) -> Python {
     let mut py = Python::default();
     if !want_asyncio && !want_uvloop {
         return py;
     }
     let system = PathBuf::from("python3");
-    if !runs(Command::new(&system).args(["-c", "import asyncio"])) {
-        py.notes
-            .push("python3 not found: the asyncio and uvloop servers are skipped".into());
+    let short = Duration::from_secs(10);
+    if let Err(e) = run_within(Command::new(&system).args(["-c", "import asyncio"]), short) {
+        py.notes.push(format!(
+            "python3 is not usable ({e}): the asyncio and uvloop servers are skipped"
+        ));
         return py;
     }
     if want_asyncio {
         py.asyncio = Some(system.clone());
-    }
-    if !want_uvloop {
-        return py;
+        // Outside the venv only a system-wide protobuf would do.
+        py.protobuf = run_within(Command::new(&system).args(["-c", PROTOBUF_CHECK]), short).is_ok();
     }
     let venv = manifest_dir().join("target/bench-venv");
     let vpy = venv.join("bin/python");
     if !vpy.exists() {
         eprintln!("bench: making a Python venv in {}", venv.display());
-        if !runs(Command::new(&system).arg("-m").arg("venv").arg(&venv)) {
+        let made = run_within(
+            Command::new(&system).arg("-m").arg("venv").arg(&venv),
+            limits.venv,
+        );
+        if let Err(e) = made {
+            // A half-made venv would be taken for a good one next time.
+            let _ = std::fs::remove_dir_all(&venv);
             py.notes.push(format!(
-                "`python3 -m venv {}` failed (is python3-venv installed?): uvloop is skipped",
+                "`python3 -m venv {}` failed ({e}; is python3-venv installed?): uvloop is \
+                 skipped, asyncio runs on the system python3",
                 venv.display()
             ));
             return py;
         }
     }
-    if !runs(Command::new(&vpy).args(["-c", "import uvloop"])) {
-        eprintln!("bench: pip-installing uvloop into {}", venv.display());
-        let ok = runs(Command::new(&vpy).args([
+    let uvloop = pip_ensure(&vpy, "uvloop", "import uvloop", limits.pip);
+    let protobuf = pip_ensure(&vpy, "protobuf", PROTOBUF_CHECK, limits.pip);
+    if let Err(e) = &protobuf {
+        py.notes.push(format!(
+            "{e}: asyncio and uvloop sit the protobuf workloads out"
+        ));
+    }
+    match uvloop {
+        Ok(()) if want_uvloop => py.uvloop = Some(vpy.clone()),
+        Ok(()) => {}
+        Err(e) => py.notes.push(format!("{e}: uvloop is skipped")),
+    }
+    // The same interpreter for both Python peers, so only the loop differs;
+    // the venv's if it has what the system one lacks.
+    if want_asyncio && (protobuf.is_ok() || py.uvloop.is_some()) {
+        py.asyncio = Some(vpy);
+    }
+    py.protobuf = if py.asyncio.as_deref() == Some(system.as_path()) {
+        py.protobuf
+    } else {
+        protobuf.is_ok()
+    };
+    py
+}
+
+/// The protobuf runtime the request/reply server needs (4.21 or later:
+/// `message_factory.GetMessageClass`).
+const PROTOBUF_CHECK: &str = "from google.protobuf import message_factory; \
+                              message_factory.GetMessageClass";
+
+/// Make `check` pass in the venv of `vpy`, pip-installing `package` if it
+/// does not yet.
+fn pip_ensure(vpy: &Path, package: &str, check: &str, limit: Duration) -> Result<(), String> {
+    let short = Duration::from_secs(10);
+    if run_within(Command::new(vpy).args(["-c", check]), short).is_ok() {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: pip-installing {package} into the venv (at most {} s)",
+        limit.as_secs()
+    );
+    run_within(
+        Command::new(vpy).args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            "uvloop",
-        ]));
-        if !ok || !runs(Command::new(&vpy).args(["-c", "import uvloop"])) {
-            py.notes.push(
-                "pip could not install uvloop (no network to PyPI?): uvloop is skipped".into(),
-            );
-            return py;
-        }
-    }
-    // The same interpreter for both Python peers, so only the loop differs.
-    if want_asyncio {
-        py.asyncio = Some(vpy.clone());
-    }
-    py.uvloop = Some(vpy);
-    py
+            "--no-input",
+            "--timeout",
+            "5",
+            "--retries",
+            "0",
+            package,
+        ]),
+        limit,
+    )
+    .and_then(|()| run_within(Command::new(vpy).args(["-c", check]), short))
+    .map_err(|e| format!("pip could not install {package} ({e}; no network to PyPI?)"))
 }
 
-fn runs(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
+/// Run `cmd` to completion, killing it after `limit`; its output goes to
+/// our stderr (pip says why it failed there).
+fn run_within(cmd: &mut Command, limit: Duration) -> Result<(), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .spawn()
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(s.to_string()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {} s", limit.as_secs()));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// The command that starts `peer` (its echo server, or with `rpc` its
@@ -148,17 +243,21 @@ fn runs(cmd: &mut Command) -> bool {
 pub fn server_command(peer: Peer, py: &Python, rpc: bool) -> Option<Command> {
     let listen = ["--listen", "127.0.0.1:0"];
     if peer.is_python() {
-        if rpc {
-            return None; // no protobuf server in Python yet
+        if rpc && !py.protobuf {
+            return None;
         }
         let interp = match peer {
             Peer::Asyncio => py.asyncio.as_ref()?,
             _ => py.uvloop.as_ref()?,
         };
         let mut c = Command::new(interp);
-        c.arg(python_script())
-            .args(["--loop", peer.name()])
-            .args(listen);
+        c.arg(if rpc {
+            python_rpc_script()
+        } else {
+            python_script()
+        })
+        .args(["--loop", peer.name()])
+        .args(listen);
         Some(c)
     } else {
         let exe = std::env::current_exe().ok()?;
