@@ -17,6 +17,8 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use super::{CodecError, FrameCodec, MessageCodec};
 use crate::event_loop::{ExceptionKind, Handle, panic_message};
 use crate::protocol::Protocol;
@@ -43,6 +45,10 @@ pub(crate) struct Link {
     /// A handler panicked during delivery on resume (outside the
     /// transport's own guard).
     pub(crate) panic: RefCell<Option<Arc<str>>>,
+    /// Writes go to `held` instead of the transport (see [`Link::cork`]).
+    corked: Cell<bool>,
+    /// What was written while corked, back to back; keeps its capacity.
+    held: RefCell<BytesMut>,
 }
 
 impl Link {
@@ -57,20 +63,70 @@ impl Link {
             protocol,
             error: RefCell::new(None),
             panic: RefCell::new(None),
+            corked: Cell::new(false),
+            held: RefCell::new(BytesMut::new()),
         })
+    }
+
+    /// Hold writes made through [`Link::write_with`] until
+    /// [`Link::uncork`], which sends them with one write: the replies to
+    /// the requests of one read leave together (at pipeline depth 32 a
+    /// write per reply cost the RPC service 12x the CPU per request).
+    pub(crate) fn cork(&self) {
+        self.corked.set(true);
+    }
+
+    /// Stop holding writes and send what was held.
+    pub(crate) fn uncork(&self) {
+        self.corked.set(false);
+        self.flush_held();
+    }
+
+    /// Whether writes are being held.
+    pub(crate) fn is_corked(&self) -> bool {
+        self.corked.get()
+    }
+
+    /// Append to the held writes with `fill` if corked (no allocation of
+    /// its own); otherwise `None`, and the caller writes to the transport.
+    pub(crate) fn write_with<R>(&self, fill: impl FnOnce(&mut BytesMut) -> R) -> Option<R> {
+        if self.corked.get() {
+            Some(fill(&mut self.held.borrow_mut()))
+        } else {
+            None
+        }
+    }
+
+    fn flush_held(&self) {
+        let mut held = self.held.borrow_mut();
+        if !held.is_empty() {
+            // A refused write means the connection is closing; whoever
+            // closed it reports why.
+            let _ = self.real.write(&held);
+            held.clear();
+        }
+    }
+
+    /// Send what is held, then close: nothing written before the close is
+    /// lost to the cork.
+    pub(crate) fn close(&self) {
+        self.uncork();
+        self.real.close();
     }
 
     /// Close the connection, reporting `error` as the reason. The first
     /// error wins.
     pub(crate) fn fail(&self, error: DynError) {
         self.error.borrow_mut().get_or_insert(error);
-        self.real.close();
+        self.close();
     }
 
     /// Abort the connection because a handler panicked outside the
     /// transport's own guard; `connection_lost` reports the panic.
     pub(crate) fn abort_with_panic(&self, message: Arc<str>) {
         self.panic.borrow_mut().get_or_insert(message);
+        self.corked.set(false);
+        self.held.borrow_mut().clear();
         self.real.abort();
     }
 
