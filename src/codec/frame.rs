@@ -205,6 +205,44 @@ impl FrameCodec {
         src.reserve(missing.min(MAX_RESERVE_AHEAD));
     }
 
+    /// The whole frame at the front of `src`, without copying: its payload
+    /// and the bytes it takes in all (prefix included); `Ok(None)` until it
+    /// is whole. The same frames and errors as the `Decoder`, which
+    /// `Framed` falls back to once bytes have to be kept between reads.
+    pub(crate) fn split_frame<'a>(
+        &self,
+        src: &'a [u8],
+    ) -> Result<Option<(&'a [u8], usize)>, CodecError> {
+        let (len, head) = match self.prefix {
+            LengthPrefix::U16Be if src.len() >= 2 => {
+                (u16::from_be_bytes([src[0], src[1]]) as u64, 2)
+            }
+            LengthPrefix::U32Be if src.len() >= 4 => (
+                u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as u64,
+                4,
+            ),
+            LengthPrefix::Varint => match Self::peek_varint(src)? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        if len > self.max as u64 {
+            return Err(CodecError::FrameTooLarge {
+                length: len,
+                max: self.max,
+            });
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(head))
+            .ok_or(CodecError::FrameTooLarge {
+                length: len,
+                max: self.max,
+            })?;
+        Ok(src.get(head..end).map(|payload| (payload, end)))
+    }
+
     /// Read a varint prefix without consuming it: `Ok(None)` if it is not
     /// whole yet, else `(value, prefix bytes)`.
     fn peek_varint(src: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
@@ -429,6 +467,67 @@ impl FrameCodecBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `split_frame` finds in `wire`, frame by frame, until it needs
+    /// more bytes or fails.
+    fn split_all(codec: &FrameCodec, mut wire: &[u8]) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut frames = Vec::new();
+        loop {
+            match codec.split_frame(wire) {
+                Ok(Some((payload, used))) => {
+                    frames.push(payload.to_vec());
+                    wire = &wire[used..];
+                }
+                Ok(None) => return (frames, None),
+                Err(e) => return (frames, Some(format!("{e:?}"))),
+            }
+        }
+    }
+
+    /// The same through the `Decoder`.
+    fn decode_all(codec: &mut FrameCodec, wire: &[u8]) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut buf = BytesMut::from(wire);
+        let mut frames = Vec::new();
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(f)) => frames.push(f.to_vec()),
+                Ok(None) => return (frames, None),
+                Err(e) => return (frames, Some(format!("{e:?}"))),
+            }
+        }
+    }
+
+    #[test]
+    fn split_frame_agrees_with_the_decoder_at_every_cut() {
+        for prefix in [
+            LengthPrefix::U16Be,
+            LengthPrefix::U32Be,
+            LengthPrefix::Varint,
+        ] {
+            let codec = FrameCodec::builder()
+                .length_prefix(prefix)
+                .max_frame_length(300)
+                .build();
+            let mut wire = BytesMut::new();
+            for len in [0, 1, 127, 128, 300] {
+                codec
+                    .clone()
+                    .encode(&vec![len as u8; len][..], &mut wire)
+                    .unwrap();
+            }
+            // Then a frame over the limit: an error once its prefix is whole.
+            let mut big = FrameCodec::builder().length_prefix(prefix).build();
+            big.encode(&[7u8; 301][..], &mut wire).unwrap();
+            for cut in 0..=wire.len() {
+                let (split, split_err) = split_all(&codec, &wire[..cut]);
+                // A fresh decoder each time: it remembers a frame's length
+                // between calls.
+                let (decoded, decode_err) = decode_all(&mut codec.clone(), &wire[..cut]);
+                assert_eq!(split, decoded, "{prefix:?}, cut at {cut}");
+                assert_eq!(split_err, decode_err, "{prefix:?}, cut at {cut}");
+            }
+        }
+    }
 
     #[test]
     fn varint_prefix_split_at_every_byte() {

@@ -243,6 +243,38 @@ impl<H: MessageHandler> Framed<H> {
     /// Tell the sender whether a resume has anything to hand over: bytes
     /// that may hold frames, or an EOF that waited behind the pause (which
     /// no new bytes will ever bring back).
+    /// With nothing buffered, decode the whole frames of `data` where they
+    /// lie, and return the rest (a partial frame, or what a pause left) for
+    /// the buffer. Copying each read into the buffer and splitting frames
+    /// off it cost the RPC service a fifth of its user time at pipeline
+    /// depth 32 (a `memcpy`, and an allocation and atomic reference counts
+    /// per frame).
+    fn deliver_in_place<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let Some(link) = &self.link else {
+            return data; // not connected yet: keep the bytes
+        };
+        let mut rest = data;
+        let mut error = None;
+        while !rest.is_empty() && !link.paused.get() && !link.real.is_closing() {
+            match self.codec.decode_from_slice(rest) {
+                Ok(Some((message, used))) => {
+                    rest = &rest[used..];
+                    self.handler.message_received(message);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            self.fail(e);
+            return &[];
+        }
+        rest
+    }
+
     fn update_backlog(&self, link: &Link) {
         let pending = !self.buf.is_empty() || self.eof == Eof::Deferred;
         link.backlog.set(!self.failed && pending);
@@ -299,7 +331,12 @@ impl<H: MessageHandler> Protocol for Framed<H> {
         if self.failed {
             return;
         }
-        self.buf.extend_from_slice(data);
+        let rest = if self.buf.is_empty() {
+            self.deliver_in_place(data)
+        } else {
+            data
+        };
+        self.buf.extend_from_slice(rest);
         self.deliver();
     }
 

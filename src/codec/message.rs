@@ -139,7 +139,7 @@ impl<In: prost::Message + Default + 'static, Out> MessageCodec<In, Out> {
     /// Decode one frame's payload as an `In`, checking the required fields
     /// of the crate's own generated messages ([`RequiredFields::of`]).
     pub fn decode_payload(payload: Bytes) -> Result<In, CodecError> {
-        decode_checked(payload, RequiredFields::of::<In>())
+        decode_checked(payload.clone(), &payload, RequiredFields::of::<In>())
     }
 }
 
@@ -147,24 +147,36 @@ impl<In: prost::Message + Default, Out> MessageCodec<In, Out> {
     /// Decode one frame's payload as an `In`, checking this codec's
     /// required fields.
     pub fn decode_message(&self, payload: Bytes) -> Result<In, CodecError> {
-        decode_checked(payload, self.required)
+        decode_checked(payload.clone(), &payload, self.required)
     }
 }
 
 /// prost's decode, then one scan for missing required fields. Decoding
 /// first leaves malformed bytes to prost's more precise error.
+impl<In: prost::Message + Default, Out> MessageCodec<In, Out> {
+    /// The next whole message at the front of `src` and the bytes it took,
+    /// decoded in place (`Framed`'s path when nothing is buffered).
+    pub(crate) fn decode_from_slice(&self, src: &[u8]) -> Result<Option<(In, usize)>, CodecError> {
+        let Some((payload, used)) = self.frames.split_frame(src)? else {
+            return Ok(None);
+        };
+        let message = decode_checked(payload, payload, self.required)?;
+        Ok(Some((message, used)))
+    }
+}
+
 fn decode_checked<M: prost::Message + Default>(
-    payload: Bytes,
+    payload: impl bytes::Buf,
+    raw: &[u8],
     required: Option<RequiredFields>,
 ) -> Result<M, CodecError> {
-    let length = payload.len();
-    let message = M::decode(payload.clone()).map_err(|source| CodecError::Decode {
+    let message = M::decode(payload).map_err(|source| CodecError::Decode {
         expected: std::any::type_name::<M>(),
-        length,
+        length: raw.len(),
         source,
     })?;
     if let Some(required) = required {
-        required.check(&payload)?;
+        required.check(raw)?;
     }
     Ok(message)
 }
