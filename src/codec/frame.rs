@@ -236,7 +236,7 @@ impl FrameCodec {
         let end = usize::try_from(len)
             .ok()
             .and_then(|l| l.checked_add(head))
-            .ok_or(CodecError::FrameTooLarge {
+            .ok_or_else(|| CodecError::FrameTooLarge {
                 length: len,
                 max: self.max,
             })?;
