@@ -16,6 +16,7 @@
 //!   handy next to `perf record -p PID` on a server started by hand.
 
 mod load;
+mod load_more;
 mod orchestrate;
 mod peers;
 mod perf;
@@ -25,6 +26,7 @@ mod rpc_clients;
 mod rpc_load;
 mod rpc_servers;
 mod servers;
+mod servers_more;
 mod svg;
 
 use std::net::SocketAddr;
@@ -39,14 +41,16 @@ usage:
   bench [--quick] [--reps N] [--secs S] [--warmup S] [--idle N]
         [--peers protoloop,tokio,mio,asyncio,uvloop]
         [--workloads echo1k,echo10k,echo100k,pingpong,idle,rpc1x10,rpc32x10,rpc1x100,rpc32x100,
-                     client1x10,client32x10,client1x100,client32x100]
+                     client1x10,client32x10,client1x100,client32x100,tls10k,tlshs,udp1k,pipe64k]
         [--pin] [--perf | --no-perf] [--out DIR]
-  bench --serve protoloop|tokio|mio [--app echo|rpc] --listen HOST:PORT
+  bench --serve protoloop|tokio|mio [--app echo|rpc|udp|pipe] --listen HOST:PORT
+  bench --serve protoloop|tokio --app tls --cert PEM --key PEM --listen HOST:PORT
   bench --load WORKLOAD --connect HOST:PORT [--secs S]
 
   --quick      a smoke run: 3 reps of 0.1 s, 1,000 idle connections, no perf, and one
                workload of each kind (echo1k,echo100k,pingpong,idle,rpc1x10,rpc32x100,
-               client1x10,client32x100) unless --workloads says otherwise
+               client1x10,client32x100,tls10k,tlshs,udp1k,pipe64k) unless --workloads says
+               otherwise
   --reps N     repetitions of every (workload, server) cell, alternating servers (default 3)
   --secs S     measured seconds per cell (default 3)
   --warmup S   unmeasured seconds before each measurement (default 0.5)
@@ -78,6 +82,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut app = "echo".to_string();
     let mut connect: Option<String> = None;
+    let (mut cert, mut key): (Option<String>, Option<String>) = (None, None);
     let mut secs_given = false;
     let mut workloads_given = false;
     let mut it = args.iter();
@@ -122,6 +127,8 @@ fn run(args: &[String]) -> Result<(), String> {
             "--app" => app = value()?,
             "--load" => load = Some(value()?),
             "--connect" => connect = Some(value()?),
+            "--cert" => cert = Some(value()?),
+            "--key" => key = Some(value()?),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -135,7 +142,15 @@ fn run(args: &[String]) -> Result<(), String> {
         return Err("--reps must be at least 1".into());
     }
     if let Some(kind) = serve {
-        return servers::serve(&kind, &listen, &app);
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(servers_more::TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            _ => return Err("--cert and --key go together".into()),
+        };
+        return servers::serve(&kind, &listen, &app, tls.as_ref());
     }
     if let Some(w) = load {
         let addr: SocketAddr = connect

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, EchoLoad};
+use crate::load_more::{self, MoreLoad};
 use crate::peers::{self, Peer, Python};
 use crate::perf::{self, Perf};
 use crate::proc::{self, ServerProc};
@@ -39,10 +40,37 @@ pub enum Workload {
         conns: usize,
         depth: usize,
     },
+    /// The fourth set: TLS echo and handshakes, UDP echo, echo through a
+    /// child's pipes (`servers_more.rs`).
+    More {
+        key: &'static str,
+        kind: More,
+        conns: usize,
+        size: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum More {
+    TlsEcho,
+    TlsHandshake,
+    Udp,
+    Pipe,
+}
+
+impl More {
+    /// The server's `--app`.
+    pub fn app(self) -> &'static str {
+        match self {
+            More::TlsEcho | More::TlsHandshake => "tls",
+            More::Udp => "udp",
+            More::Pipe => "pipe",
+        }
+    }
 }
 
 impl Workload {
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 17] = [
         Workload::Echo {
             key: "echo1k",
             conns: 10,
@@ -104,10 +132,34 @@ impl Workload {
             conns: 100,
             depth: 32,
         },
+        Workload::More {
+            key: "tls10k",
+            kind: More::TlsEcho,
+            conns: 10,
+            size: 10 * 1024,
+        },
+        Workload::More {
+            key: "tlshs",
+            kind: More::TlsHandshake,
+            conns: 10,
+            size: 1,
+        },
+        Workload::More {
+            key: "udp1k",
+            kind: More::Udp,
+            conns: 10,
+            size: 1024,
+        },
+        Workload::More {
+            key: "pipe64k",
+            kind: More::Pipe,
+            conns: 1,
+            size: 64 * 1024,
+        },
     ];
 
     /// What `--quick` runs: every server and client code path once.
-    pub const QUICK: [&'static str; 8] = [
+    pub const QUICK: [&'static str; 12] = [
         "echo1k",
         "echo100k",
         "pingpong",
@@ -116,6 +168,10 @@ impl Workload {
         "rpc32x100",
         "client1x10",
         "client32x100",
+        "tls10k",
+        "tlshs",
+        "udp1k",
+        "pipe64k",
     ];
 
     pub fn parse(s: &str) -> Result<Workload, String> {
@@ -132,7 +188,8 @@ impl Workload {
         match self {
             Workload::Echo { key, .. }
             | Workload::Rpc { key, .. }
-            | Workload::Client { key, .. } => key,
+            | Workload::Client { key, .. }
+            | Workload::More { key, .. } => key,
             Workload::Idle => "idle",
         }
     }
@@ -152,6 +209,28 @@ impl Workload {
             Workload::Client { conns, depth, .. } => {
                 format!("client: GetBalance depth {depth}, {conns} conns, raw mio server")
             }
+            Workload::More {
+                kind, conns, size, ..
+            } => match kind {
+                More::TlsEcho => format!("TLS echo {} KiB, {conns} connections", size / 1024),
+                More::TlsHandshake => {
+                    format!("TLS handshakes (+ 1-byte echo), {conns} clients at a time")
+                }
+                More::Udp => format!("UDP echo {} KiB, {conns} sockets", size / 1024),
+                More::Pipe => format!(
+                    "echo {} KiB through a child's pipes (`cat`), {conns} connection",
+                    size / 1024
+                ),
+            },
+        }
+    }
+
+    /// The server's `--app`.
+    pub fn app(self) -> &'static str {
+        match self {
+            Workload::Echo { .. } | Workload::Idle => "echo",
+            Workload::Rpc { .. } | Workload::Client { .. } => "rpc",
+            Workload::More { kind, .. } => kind.app(),
         }
     }
 
@@ -179,6 +258,8 @@ pub struct Config {
     pub perf: Option<bool>,
     pub quick: bool,
     pub out: PathBuf,
+    /// The TLS servers' certificate and key, made by `run`.
+    pub tls: Option<crate::servers_more::TlsFiles>,
 }
 
 impl Default for Config {
@@ -194,6 +275,7 @@ impl Default for Config {
             perf: None,
             quick: false,
             out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench")),
+            tls: None,
         }
     }
 }
@@ -227,6 +309,14 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         cfg.idle_conns = n;
     }
 
+    let tls_wanted = cfg
+        .workloads
+        .iter()
+        .any(|w| matches!(w, Workload::More { kind, .. } if kind.app() == "tls"));
+    if tls_wanted {
+        let dir = std::env::temp_dir().join(format!("protoloop-bench-tls-{}", std::process::id()));
+        cfg.tls = Some(crate::servers_more::write_test_certificate(&dir)?);
+    }
     let py = peers::setup_python(
         cfg.peers.contains(&Peer::Asyncio),
         cfg.peers.contains(&Peer::Uvloop),
@@ -236,6 +326,16 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         eprintln!("bench: {n}");
     }
     notes.extend(py.notes.iter().cloned());
+    let no_mio = cfg.workloads.iter().any(|w| {
+        matches!(w, Workload::More { kind, .. } if !crate::servers_more::has_server("mio", kind.app()))
+    });
+    if no_mio && cfg.peers.contains(&Peer::Mio) {
+        notes.push(
+            "raw mio has no TLS server (it would be a hand-written rustls driver, which is what \
+             protoloop's TLS layer is) and no pipe relay: it sits those workloads out"
+                .into(),
+        );
+    }
     if cfg.workloads.iter().any(|w| w.is_client()) && cfg.peers.iter().any(|p| p.is_python()) {
         notes.push(
             "the client workloads have no Python client: asyncio and uvloop sit them out".into(),
@@ -245,7 +345,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         .peers
         .iter()
         .copied()
-        .filter(|p| peers::server_command(*p, &py, false).is_some())
+        .filter(|p| peers::server_command(*p, &py, "echo", None).is_some())
         .collect();
     if peers.is_empty() {
         return Err("no server to run".into());
@@ -359,6 +459,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
 
 /// Whether `peer` has nothing to run `w` with.
 fn sits_out(w: Workload, peer: Peer, py: &Python) -> bool {
+    if let Workload::More { kind, .. } = w {
+        return !peer.is_python() && !crate::servers_more::has_server(peer.name(), kind.app());
+    }
     peer.is_python() && (w.is_client() || (w.is_rpc() && !py.protobuf))
 }
 
@@ -383,11 +486,15 @@ fn run_cell(
     if w.is_client() {
         return client_cell(peer, w, cfg, py);
     }
-    let cmd = peers::server_command(peer, py, w.is_rpc()).ok_or("server unavailable")?;
+    let cmd =
+        peers::server_command(peer, py, w.app(), cfg.tls.as_ref()).ok_or("server unavailable")?;
     let mut srv = ServerProc::spawn(peer.name(), cmd, cfg.pin.then_some(1))?;
     let mut s = Sample::default();
     match w {
-        Workload::Echo { .. } | Workload::Rpc { .. } | Workload::Client { .. } => {
+        Workload::Echo { .. }
+        | Workload::Rpc { .. }
+        | Workload::Client { .. }
+        | Workload::More { .. } => {
             let io = |e: std::io::Error| format!("load: {e}");
             let mut load = Load::connect(w, peer, srv.addr).map_err(io)?;
             load.run(cfg.warmup).map_err(io)?;
@@ -463,7 +570,7 @@ fn client_cell(
     cfg: &Config,
     py: &Python,
 ) -> Result<(Sample, Option<report::Syscalls>), String> {
-    let cmd = peers::server_command(Peer::Mio, py, true).ok_or("server unavailable")?;
+    let cmd = peers::server_command(Peer::Mio, py, "rpc", None).ok_or("server unavailable")?;
     let srv = ServerProc::spawn("mio", cmd, cfg.pin.then_some(1))?;
     let io = |e: std::io::Error| format!("{} client: {e}", peer.name());
     let mut load = Load::connect(w, peer, srv.addr).map_err(io)?;
@@ -490,6 +597,7 @@ fn client_cell(
 /// The generator for a workload with requests.
 enum Load {
     Echo(EchoLoad),
+    More(MoreLoad),
     Rpc(RpcLoad),
     Protoloop(ProtoloopClients),
     Tokio(TokioClients),
@@ -512,6 +620,17 @@ impl Load {
                 Peer::Tokio => TokioClients::connect(addr, conns, depth).map(Load::Tokio),
                 _ => RpcLoad::connect(addr, conns, depth).map(Load::Rpc),
             },
+            Workload::More {
+                kind, conns, size, ..
+            } => {
+                let kind = match kind {
+                    More::Pipe => return EchoLoad::connect(addr, conns, size).map(Load::Echo),
+                    More::TlsEcho => load_more::Kind::TlsEcho,
+                    More::TlsHandshake => load_more::Kind::TlsHandshake,
+                    More::Udp => load_more::Kind::Udp,
+                };
+                MoreLoad::connect(kind, addr, conns, size).map(Load::More)
+            }
             Workload::Idle => unreachable!("the idle workload has no requests"),
         }
     }
@@ -519,6 +638,7 @@ impl Load {
     fn run(&mut self, dur: Duration) -> std::io::Result<load::Phase> {
         match self {
             Load::Echo(l) => l.run(dur),
+            Load::More(l) => l.run(dur),
             Load::Rpc(l) => l.run(dur),
             Load::Protoloop(l) => l.run(dur),
             Load::Tokio(l) => l.run(dur),
@@ -552,7 +672,10 @@ fn raise_nofile_limit() -> u64 {
 pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<(), String> {
     let io = |e: std::io::Error| format!("load: {e}");
     match w {
-        Workload::Echo { .. } | Workload::Rpc { .. } | Workload::Client { .. } => {
+        Workload::Echo { .. }
+        | Workload::Rpc { .. }
+        | Workload::Client { .. }
+        | Workload::More { .. } => {
             let mut load = Load::connect(w, Peer::Protoloop, addr).map_err(io)?;
             load.run(Duration::from_millis(500)).map_err(io)?;
             let p = load.run(secs).map_err(io)?;

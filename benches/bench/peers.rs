@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::servers_more::TlsFiles;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
     Protoloop,
@@ -99,9 +101,10 @@ pub struct SetupLimits {
 impl SetupLimits {
     pub fn new(quick: bool) -> SetupLimits {
         if quick {
+            // Two pip steps at most: the smoke run stays under a minute.
             SetupLimits {
-                venv: Duration::from_secs(30),
-                pip: Duration::from_secs(20),
+                venv: Duration::from_secs(20),
+                pip: Duration::from_secs(10),
             }
         } else {
             SetupLimits {
@@ -237,13 +240,25 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Result<(), String> {
     }
 }
 
-/// The command that starts `peer` (its echo server, or with `rpc` its
-/// request/reply server) listening on a free loopback port, or `None` if
-/// the peer is unavailable.
-pub fn server_command(peer: Peer, py: &Python, rpc: bool) -> Option<Command> {
+/// The command that starts `peer`'s server for `app` (`echo`, `rpc`,
+/// `tls`, `udp`, `pipe`) listening on a free loopback port, or `None` if
+/// the peer has none.
+pub fn server_command(
+    peer: Peer,
+    py: &Python,
+    app: &str,
+    tls: Option<&TlsFiles>,
+) -> Option<Command> {
     let listen = ["--listen", "127.0.0.1:0"];
+    let tls_args = |c: &mut Command, flags: [&str; 2]| {
+        if app == "tls"
+            && let Some(t) = tls
+        {
+            c.arg(flags[0]).arg(&t.cert).arg(flags[1]).arg(&t.key);
+        }
+    };
     if peer.is_python() {
-        if rpc && !py.protobuf {
+        if app == "rpc" && !py.protobuf {
             return None;
         }
         let interp = match peer {
@@ -251,21 +266,32 @@ pub fn server_command(peer: Peer, py: &Python, rpc: bool) -> Option<Command> {
             _ => py.uvloop.as_ref()?,
         };
         let mut c = Command::new(interp);
-        c.arg(if rpc {
+        c.arg(if app == "rpc" {
             python_rpc_script()
         } else {
             python_script()
         })
         .args(["--loop", peer.name()])
         .args(listen);
+        match app {
+            "udp" => {
+                c.arg("--udp");
+            }
+            "pipe" => {
+                c.arg("--pipe");
+            }
+            _ => tls_args(&mut c, ["--cert", "--key"]),
+        }
         Some(c)
     } else {
+        if !crate::servers_more::has_server(peer.name(), app) {
+            return None;
+        }
         let exe = std::env::current_exe().ok()?;
         let mut c = Command::new(exe);
         c.args(["--serve", peer.name()]).args(listen);
-        if rpc {
-            c.args(["--app", "rpc"]);
-        }
+        c.args(["--app", app]);
+        tls_args(&mut c, ["--cert", "--key"]);
         Some(c)
     }
 }

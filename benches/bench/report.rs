@@ -277,7 +277,9 @@ impl Report {
         for &w in &self.workloads {
             let metrics: &[Metric] = match w {
                 Workload::Idle => &Metric::IDLE,
-                Workload::Echo { .. } | Workload::Rpc { .. } => &Metric::ECHO,
+                Workload::Echo { .. } | Workload::Rpc { .. } | Workload::More { .. } => {
+                    &Metric::ECHO
+                }
                 Workload::Client { .. } => &Metric::CLIENT,
             };
             let has_sc = self.peers.iter().any(|p| self.syscalls_of(w, *p).is_some());

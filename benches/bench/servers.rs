@@ -14,18 +14,28 @@
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 
-pub fn serve(kind: &str, listen: &str, app: &str) -> Result<(), String> {
+pub fn serve(
+    kind: &str,
+    listen: &str,
+    app: &str,
+    tls: Option<&crate::servers_more::TlsFiles>,
+) -> Result<(), String> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|e| format!("--listen {listen:?}: {e}"))?;
     match app {
         "echo" => {}
         "rpc" => return crate::rpc_servers::serve(kind, addr),
-        other => return Err(format!("unknown --app {other:?}: expected echo or rpc")),
+        "tls" | "udp" | "pipe" => return crate::servers_more::serve(kind, app, addr, tls),
+        other => {
+            return Err(format!(
+                "unknown --app {other:?}: expected echo, rpc, tls, udp or pipe"
+            ));
+        }
     }
     match kind {
-        "protoloop" => protoloop_echo(addr),
-        "tokio" => tokio_echo(addr),
+        "protoloop" => protoloop_echo(addr, protoloop::ServerOptions::default()),
+        "tokio" => tokio_echo(addr, None),
         "mio" => mio_echo::run(addr),
         other => Err(format!(
             "unknown server {other:?}: expected protoloop, tokio or mio"
@@ -35,6 +45,11 @@ pub fn serve(kind: &str, listen: &str, app: &str) -> Result<(), String> {
 
 /// Announce the address and start answering the orchestrator.
 pub fn announce(addr: SocketAddr) {
+    announce_str(&addr.to_string());
+}
+
+/// [`announce`] for an address already written out.
+pub fn announce_str(addr: &str) {
     println!("listening {addr}");
     let _ = io::stdout().flush();
     std::thread::spawn(control);
@@ -67,8 +82,9 @@ fn own_cpu_us() -> (u64, u64) {
 
 // ---------------------------------------------------------------- protoloop
 
-fn protoloop_echo(addr: SocketAddr) -> Result<(), String> {
-    use protoloop::{EventLoop, Protocol, ServerOptions, Transport};
+/// Also the TLS echo server, with `opts` asking for TLS.
+pub fn protoloop_echo(addr: SocketAddr, opts: protoloop::ServerOptions) -> Result<(), String> {
+    use protoloop::{EventLoop, Protocol, Transport};
 
     /// The textbook asyncio echo protocol, with flow control.
     struct Echo(Option<Transport>);
@@ -97,7 +113,7 @@ fn protoloop_echo(addr: SocketAddr) -> Result<(), String> {
     let lp = EventLoop::new().map_err(|e| format!("creating the loop: {e}"))?;
     let server = lp
         .handle()
-        .create_server(|| Echo(None), addr, ServerOptions::default())
+        .create_server(|| Echo(None), addr, opts)
         .map_err(|e| e.to_string())?;
     announce(server.local_addrs()[0]);
     lp.run_forever().map_err(|e| e.to_string())
@@ -105,8 +121,28 @@ fn protoloop_echo(addr: SocketAddr) -> Result<(), String> {
 
 // -------------------------------------------------------------------- tokio
 
-fn tokio_echo(addr: SocketAddr) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Also the TLS echo server, with a TLS acceptor.
+pub fn tokio_echo(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<(), String> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    async fn echo(mut sock: impl AsyncRead + AsyncWrite + Unpin) {
+        // What tokio users (and tokio-util's codecs) write: a `BytesMut`
+        // filled by `read_buf`, so memory is touched only as data
+        // arrives. 64 KiB: about as much as loopback hands over in one
+        // read (tokio's example's 1 KiB would make a 100 KiB message cost
+        // a hundred reads).
+        let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if sock.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -118,7 +154,7 @@ fn tokio_echo(addr: SocketAddr) -> Result<(), String> {
             .map_err(|e| format!("listening on {addr}: {e}"))?;
         announce(listener.local_addr().map_err(|e| e.to_string())?);
         loop {
-            let (mut sock, _) = match listener.accept().await {
+            let (sock, _) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("tokio server: accept: {e}");
@@ -126,21 +162,14 @@ fn tokio_echo(addr: SocketAddr) -> Result<(), String> {
                 }
             };
             let _ = sock.set_nodelay(true);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                // What tokio users (and tokio-util's codecs) write: a
-                // `BytesMut` filled by `read_buf`, so memory is touched
-                // only as data arrives. 64 KiB: about as much as loopback
-                // hands over in one read (tokio's example's 1 KiB would
-                // make a 100 KiB message cost a hundred reads).
-                let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
-                loop {
-                    buf.clear();
-                    match sock.read_buf(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    if sock.write_all(&buf).await.is_err() {
-                        return;
+                match tls {
+                    None => echo(sock).await,
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(sock).await {
+                            echo(s).await
+                        }
                     }
                 }
             });
