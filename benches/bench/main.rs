@@ -28,6 +28,7 @@ mod rpc_servers;
 mod servers;
 mod servers_more;
 mod svg;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
