@@ -192,7 +192,7 @@ impl Report {
             "{date}; {cpus}; Linux {kernel}; load average at start {load}.\n\
              {reps} repetitions alternating the servers, {warm:.1} s warm-up + {secs:.1} s \
              measured per cell, a fresh server process per cell; load generator and server \
-             {pin}. User/system split of the server's CPU: {split}.{quick}",
+             {pin}. User/system split of the server's CPU: {split}.{quick}{noisy}",
             date = today(),
             cpus = cpus(),
             kernel = read_trim("/proc/sys/kernel/osrelease"),
@@ -217,6 +217,13 @@ impl Report {
             },
             quick = if cfg.quick {
                 " **--quick run: counts too small for conclusions.**"
+            } else {
+                ""
+            },
+            noisy = if load1() > 1.0 {
+                "\n\n**Noisy run: other work shared the machine (see the load average). \
+                 Read the ratios between servers of this run, not the absolute figures; \
+                 a rerun on a quiet machine is due.**"
             } else {
                 ""
             },
@@ -501,6 +508,15 @@ fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The 1-minute load average (0 if unknown).
+fn load1() -> f64 {
+    read_trim("/proc/loadavg")
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn cpus() -> String {
