@@ -23,10 +23,11 @@
 //! cells held, so it may call any transport method from any callback.
 
 use std::cell::RefCell;
+use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::session::Session;
 use super::{TlsInfo, TlsTimeouts};
@@ -320,16 +321,22 @@ impl TlsLayer {
         );
     }
 
-    /// Send whatever ciphertext the session produced.
+    /// Send whatever ciphertext the session produced, straight from
+    /// rustls's records to the stream below: gathering it in a `Vec`
+    /// first cost an allocation and a copy of every record, which
+    /// tokio-rustls (writing the records to the socket) does not pay.
     pub(super) fn flush_output(&self) {
-        loop {
-            let out = self.session.borrow_mut().take_output();
-            let Some(out) = out else { break };
-            if let Some(l) = self.lower() {
-                // Fails only when the stream is already going down, and
-                // then its connection_lost is on the way.
-                let _ = l.write_bytes(Bytes::from(out));
-            }
+        let mut session = self.session.borrow_mut();
+        let sent = match self.lower() {
+            // The stream never calls back into us from `write`, so the
+            // session may stay borrowed.
+            Some(l) => session.write_output(&mut Records(&l)),
+            None => false,
+        };
+        if !sent {
+            // The stream is already going down (its connection_lost is on
+            // the way) or gone: drop what it would not take.
+            while session.take_output().is_some() {}
         }
     }
 
@@ -471,6 +478,33 @@ impl TlsLayer {
 }
 
 /// Used by `close_with_deadline`.
+/// The stream below as the `io::Write` rustls writes its records to. A
+/// write always takes everything (the stream transport sends what the
+/// socket takes and buffers the rest), so one `writev` carries them all.
+struct Records<'a>(&'a Transport);
+
+impl io::Write for Records<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // rustls passes at most 64 slices; no allocation for them.
+        let mut chunks: [&[u8]; 64] = [&[]; 64];
+        let n = bufs.len().min(chunks.len());
+        for (c, b) in chunks.iter_mut().zip(bufs) {
+            *c = b;
+        }
+        self.0.writelines(&chunks[..n]).map_err(io::Error::other)?;
+        Ok(bufs[..n].iter().map(|b| b.len()).sum())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub(super) fn close_deadline_timer(layer: &Rc<TlsLayer>, deadline: Duration) -> TimerHandle {
     let weak = Rc::downgrade(layer);
     layer.handle.call_later(deadline, move || {

@@ -17,9 +17,10 @@
 //!   returned before the error or the close is reported.
 //! - rustls's own buffers never fill: its buffer limit is off, and every
 //!   `receive` drains the plaintext and every caller drains the ciphertext
-//!   with [`Session::take_output`] right after feeding or writing.
+//!   with [`Session::write_output`] (or [`Session::take_output`]) right
+//!   after feeding or writing.
 
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, Write};
 
 use bytes::BytesMut;
 use rustls::pki_types::CertificateDer;
@@ -178,6 +179,19 @@ impl Session {
     /// closes mid-handshake when none is held.
     pub(crate) fn close_notify(&mut self) {
         self.conn.send_close_notify();
+    }
+
+    /// Write the ciphertext waiting for the peer straight into `to`
+    /// (rustls hands its queued records over with one `write_vectored`).
+    /// `false` if `to` refused some; the rest is still queued.
+    pub(crate) fn write_output(&mut self, to: &mut dyn io::Write) -> bool {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(to) {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Ciphertext waiting to go to the peer, if any.
