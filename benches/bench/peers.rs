@@ -133,7 +133,11 @@ pub fn setup_python(want_asyncio: bool, want_uvloop: bool, limits: SetupLimits) 
     if want_asyncio {
         py.asyncio = Some(system.clone());
         // Outside the venv only a system-wide protobuf would do.
-        py.protobuf = run_within(Command::new(&system).args(["-c", PROTOBUF_CHECK]), short).is_ok();
+        py.protobuf = run_within(
+            quiet(Command::new(&system).args(["-c", PROTOBUF_CHECK])),
+            short,
+        )
+        .is_ok();
     }
     let venv = manifest_dir().join("target/bench-venv");
     let vpy = venv.join("bin/python");
@@ -188,7 +192,8 @@ const PROTOBUF_CHECK: &str = "from google.protobuf import message_factory; \
 /// does not yet.
 fn pip_ensure(vpy: &Path, package: &str, check: &str, limit: Duration) -> Result<(), String> {
     let short = Duration::from_secs(10);
-    if run_within(Command::new(vpy).args(["-c", check]), short).is_ok() {
+    // Not there yet is the expected answer on a fresh venv: no traceback.
+    if run_within(quiet(Command::new(vpy).args(["-c", check])), short).is_ok() {
         return Ok(());
     }
     eprintln!(
@@ -215,13 +220,17 @@ fn pip_ensure(vpy: &Path, package: &str, check: &str, limit: Duration) -> Result
     .map_err(|e| format!("pip could not install {package} ({e}; no network to PyPI?)"))
 }
 
+/// `cmd` with its stderr thrown away (for "is it installed?" checks).
+fn quiet(cmd: &mut Command) -> &mut Command {
+    cmd.stderr(Stdio::null())
+}
+
 /// Run `cmd` to completion, killing it after `limit`; its output goes to
-/// our stderr (pip says why it failed there).
+/// our stderr unless `cmd` says otherwise (pip says why it failed there).
 fn run_within(cmd: &mut Command, limit: Duration) -> Result<(), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start it: {e}"))?;
     let deadline = Instant::now() + limit;
