@@ -206,6 +206,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             }
         }
     }
+    if let Some(dir) = cfg.tls.as_ref().and_then(|t| t.cert.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     rep.set_failures(failures.clone());
     rep.set_duration(started.elapsed());
 
