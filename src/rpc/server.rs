@@ -371,7 +371,7 @@ impl<Resp: prost::Message + 'static> Conn<Resp> {
             c.pending -= 1;
         } else {
             match frame {
-                // Already in `out`: retire its place at the front.
+                // Already in the held writes: retire its place at the front.
                 None => {
                     c.order.pop_front();
                     c.head += 1;
