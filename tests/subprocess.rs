@@ -1,5 +1,5 @@
 //! Subprocess transport: real children (`cat`, `sh`, `sleep`), every wait
-//! bounded by a deadline.
+//! bounded by a deadline, every protocol under the lifecycle checker.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -8,6 +8,7 @@ use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::Duration;
 
+use protoloop::testing::{Checked, LifecycleChecker};
 use protoloop::{
     CloseReason, Error, EventLoop, ExceptionKind, Handle, SettableFuture, Stdio, SubprocessOptions,
     SubprocessProtocol, SubprocessTransport, TimeoutKind,
@@ -24,15 +25,25 @@ mod process;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Run `f` on the loop, failing the test if it takes longer than DEADLINE.
+thread_local! {
+    /// Every [`Rec`] of the test running on this thread is wrapped by this
+    /// checker; [`run`] fails the test on any breach of the contract.
+    static CHECKER: LifecycleChecker = LifecycleChecker::new();
+}
+
+/// Run `f` on the loop, failing the test if it takes longer than DEADLINE
+/// or a protocol saw its callback contract broken.
 fn run<F>(lp: &EventLoop, f: F) -> F::Output
 where
     F: Future + 'static,
     F::Output: 'static,
 {
     let h = lp.handle();
-    lp.run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
-        .unwrap()
+    let out = lp
+        .run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
+        .unwrap();
+    CHECKER.with(|c| c.assert_ok());
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,19 +66,23 @@ struct Rec {
 }
 
 impl Rec {
-    fn new(h: &Handle) -> (Rec, Rc<RefCell<Vec<Ev>>>, SettableFuture<ExitStatus>) {
+    /// A recorder under this test's lifecycle checker.
+    fn new(
+        h: &Handle,
+    ) -> (
+        Checked<Rec>,
+        Rc<RefCell<Vec<Ev>>>,
+        SettableFuture<ExitStatus>,
+    ) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let ended = h.create_future();
-        (
-            Rec {
-                log: log.clone(),
-                ended: ended.clone(),
-                transport: None,
-                keep_transport: true,
-            },
-            log,
-            ended,
-        )
+        let rec = Rec {
+            log: log.clone(),
+            ended: ended.clone(),
+            transport: None,
+            keep_transport: true,
+        };
+        (CHECKER.with(|c| c.wrap(rec)), log, ended)
     }
 }
 
@@ -402,7 +417,7 @@ fn stderr_merged_into_stdout() {
 }
 
 /// Panics on the first output.
-struct Panicky(Rec);
+struct Panicky(Checked<Rec>);
 
 impl SubprocessProtocol for Panicky {
     fn connection_made(&mut self, t: SubprocessTransport) {

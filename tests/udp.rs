@@ -15,7 +15,8 @@ use protoloop::{
 
 mod net_support;
 
-use net_support::{run, wait_until};
+use net_support::{checked, run, wait_until};
+use protoloop::testing::Checked;
 
 const EMSGSIZE: i32 = 90;
 
@@ -114,8 +115,8 @@ impl DatagramProtocol for Recorder {
 async fn recorder(
     h: &Handle,
     opts: DatagramOptions,
-) -> (DatagramTransport, ProtocolHandle<Recorder>) {
-    h.create_datagram_endpoint(Recorder::default, opts)
+) -> (DatagramTransport, ProtocolHandle<Checked<Recorder>>) {
+    h.create_datagram_endpoint(|| checked(Recorder::default()), opts)
         .await
         .unwrap()
 }
@@ -395,7 +396,7 @@ fn oversize_datagram_is_an_error_to_the_caller() {
 
         // IPv6, where the host has ::1.
         match h
-            .create_datagram_endpoint(Recorder::default, local("[::1]:0"))
+            .create_datagram_endpoint(|| checked(Recorder::default()), local("[::1]:0"))
             .await
         {
             Ok((t6, _)) => {
@@ -438,14 +439,14 @@ fn bad_destinations_and_options_are_clear_errors() {
         assert!(e.to_string().contains("connected to"), "{e}");
 
         let e = h
-            .create_datagram_endpoint(Recorder::default, DatagramOptions::default())
+            .create_datagram_endpoint(|| checked(Recorder::default()), DatagramOptions::default())
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
         // A remote address with no local address of its family.
         let e = h
             .create_datagram_endpoint(
-                Recorder::default,
+                || checked(Recorder::default()),
                 local("127.0.0.1:0").remote_addr("[::1]:9"),
             )
             .await
@@ -456,7 +457,7 @@ fn bad_destinations_and_options_are_clear_errors() {
         // A taken port without SO_REUSEPORT; with it on both, two sockets share.
         let taken = inet(&t.local_addr().unwrap());
         let e = h
-            .create_datagram_endpoint(Recorder::default, local(&taken.to_string()))
+            .create_datagram_endpoint(|| checked(Recorder::default()), local(&taken.to_string()))
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::AddrInUse), "{e}");
@@ -481,7 +482,7 @@ fn broadcast_needs_allow_broadcast() {
         // Bound to the loopback broadcast address, the receiver gets
         // broadcasts and nothing from other interfaces.
         let (rx, p) = match h
-            .create_datagram_endpoint(Recorder::default, local("127.255.255.255:0"))
+            .create_datagram_endpoint(|| checked(Recorder::default()), local("127.255.255.255:0"))
             .await
         {
             Ok(v) => v,
@@ -561,7 +562,7 @@ fn multicast_v6_join_and_leave() {
     run(&lp, async move {
         let group: Ipv6Addr = "ff12::7701".parse().unwrap();
         let rx = match h
-            .create_datagram_endpoint(Recorder::default, local("[::1]:0"))
+            .create_datagram_endpoint(|| checked(Recorder::default()), local("[::1]:0"))
             .await
         {
             Ok((t, _)) => t,
@@ -597,9 +598,11 @@ fn pause_reading_in_connection_made_holds_datagrams_until_resumed() {
     run(&lp, async move {
         let (rx, p) = h
             .create_datagram_endpoint(
-                || Recorder {
-                    pause_in_made: true,
-                    ..Recorder::default()
+                || {
+                    checked(Recorder {
+                        pause_in_made: true,
+                        ..Recorder::default()
+                    })
                 },
                 local("127.0.0.1:0"),
             )

@@ -13,7 +13,8 @@ use protoloop::{
 
 mod net_support;
 
-use net_support::{TempPath, abstract_name, run, wait_until};
+use net_support::{TempPath, abstract_name, checked, run, wait_until};
+use protoloop::testing::Checked;
 
 /// A stream protocol that ignores its input.
 struct Sink;
@@ -76,8 +77,9 @@ fn dgram(
     h: &Handle,
     make: impl FnOnce() -> DgramRecorder + 'static,
     opts: UnixDatagramOptions,
-) -> (DatagramTransport, ProtocolHandle<DgramRecorder>) {
-    h.create_unix_datagram_endpoint(make, opts).unwrap()
+) -> (DatagramTransport, ProtocolHandle<Checked<DgramRecorder>>) {
+    h.create_unix_datagram_endpoint(move || checked(make()), opts)
+        .unwrap()
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use protoloop::testing::{Checked, LifecycleChecker};
 use protoloop::{EventLoop, Handle, UnixAddr};
 
 /// How long any one wait may take.
@@ -54,9 +55,24 @@ where
     F::Output: 'static,
 {
     let h = lp.handle();
-    lp.run_until_complete(async move { h.timeout(WAIT * 3, fut).await })
+    let out = lp
+        .run_until_complete(async move { h.timeout(WAIT * 3, fut).await })
         .expect("loop stopped before the test finished")
-        .unwrap_or_else(|_| panic!("test body did not finish within {:?}", WAIT * 3))
+        .unwrap_or_else(|_| panic!("test body did not finish within {:?}", WAIT * 3));
+    CHECKER.with(|c| c.assert_ok());
+    out
+}
+
+thread_local! {
+    /// The lifecycle checker of the test running on this thread: protocols
+    /// wrapped with [`checked`] are checked, and [`run`] fails the test on
+    /// any breach of the callback contract.
+    pub static CHECKER: LifecycleChecker = LifecycleChecker::new();
+}
+
+/// `protocol` under this test's lifecycle checker.
+pub fn checked<P>(protocol: P) -> Checked<P> {
+    CHECKER.with(|c| c.wrap(protocol))
 }
 
 /// Poll `cond` every millisecond until it holds; panic after [`WAIT`].

@@ -4,7 +4,7 @@ use super::*;
 
 /// Streams 10 MB into `cat` with flow control and checks it comes back.
 struct Pump {
-    rec: Rec,
+    rec: Checked<Rec>,
     data: Rc<Vec<u8>>,
     sent: usize,
     paused: bool,

@@ -281,3 +281,78 @@ fn assert_ok_lists_the_violations() {
     p.eof_received();
     checker.assert_ok();
 }
+
+/// A subprocess protocol that does nothing.
+struct Quiet;
+impl protoloop::SubprocessProtocol for Quiet {
+    fn pipe_data_received(&mut self, _: i32, _: &[u8]) {}
+}
+
+#[test]
+fn subprocess_protocols_are_checked_with_their_own_rules() {
+    use protoloop::SubprocessProtocol;
+    use std::os::unix::process::ExitStatusExt;
+    // A SubprocessTransport cannot be made by hand, so these skip
+    // connection_made: every callback is also "before connection_made".
+    let checker = LifecycleChecker::new();
+    let mut p = checker.wrap(Quiet);
+    p.pipe_data_received(1, b"out");
+    p.pipe_connection_lost(1, CloseReason::PeerEof);
+    p.pipe_data_received(1, b"late");
+    p.pipe_data_received(2, b"err");
+    p.pipe_data_received(0, b"stdin?");
+    p.pipe_connection_lost(1, CloseReason::PeerEof);
+    p.process_ended(std::process::ExitStatus::from_raw(0));
+    p.process_exited();
+    let m = messages(&checker);
+    for want in [
+        "pipe_data_received for fd 1 after its pipe_connection_lost",
+        "pipe_data_received for fd 0: only stdout and stderr carry data",
+        "second pipe_connection_lost for fd 1",
+        "process_ended before process_exited",
+        "process_ended while fd 2 was still open",
+        "process_exited after connection_lost",
+    ] {
+        assert!(m.iter().any(|x| x == want), "{want:?} not in {m:#?}");
+    }
+    assert_eq!(checker.lost_count(), 1, "process_ended ends it");
+}
+
+/// A datagram protocol that does nothing.
+struct Deaf;
+impl protoloop::DatagramProtocol for Deaf {
+    fn datagram_received(&mut self, _: &[u8], _: SocketAddress) {}
+}
+
+#[test]
+fn datagram_protocols_are_checked_too() {
+    use protoloop::DatagramProtocol;
+    let checker = LifecycleChecker::new();
+    let mut p = checker.wrap(Deaf);
+    let from = SocketAddress::Inet("127.0.0.1:9".parse().unwrap());
+    p.datagram_received(b"", from.clone());
+    p.pause_writing();
+    p.pause_writing();
+    p.connection_lost(CloseReason::LocalClose);
+    p.error_received(std::io::Error::other("late"), None);
+    p.datagram_received(b"x", from);
+    let m = messages(&checker);
+    for want in [
+        "datagram_received before connection_made",
+        "pause_writing twice without resume_writing in between",
+        "error_received after connection_lost",
+        "datagram_received after connection_lost",
+    ] {
+        assert!(m.iter().any(|x| x == want), "{want:?} not in {m:#?}");
+    }
+    // An empty datagram is a datagram: only the missing connection_made
+    // is held against the first one.
+    assert_eq!(
+        checker.violations()[0].message,
+        "datagram_received before connection_made"
+    );
+    assert_eq!(
+        checker.events(0)[..2],
+        [Event::DatagramReceived(0), Event::PauseWriting]
+    );
+}

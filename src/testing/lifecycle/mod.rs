@@ -2,17 +2,18 @@
 //! callback contract (see [`crate::protocol`]) their transport commits.
 //!
 //! The checker is a small state machine per connection, fed one [`Event`]
-//! per callback. [`Checked`] feeds it for a stream [`Protocol`]; wrappers
-//! for the datagram and subprocess protocols feed the same machine with
-//! their own events as those transports land.
+//! per callback. [`Checked`] feeds it for a stream [`Protocol`], a
+//! [`DatagramProtocol`] and a [`SubprocessProtocol`] alike: the same
+//! machine, with each kind's own events.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
-use crate::protocol::{CloseReason, Protocol};
-use crate::transport::Transport;
+use crate::protocol::{CloseReason, DatagramProtocol, Protocol, SubprocessProtocol};
+use crate::transport::subprocess::SubprocessTransport;
+use crate::transport::{DatagramTransport, SocketAddress, Transport};
 
 mod proxy;
 
@@ -41,6 +42,19 @@ pub enum Event {
     GetBuffer(Option<usize>),
     /// `buffer_updated` with this many bytes.
     BufferUpdated(usize),
+    /// A datagram protocol's `datagram_received` with this many bytes.
+    DatagramReceived(usize),
+    /// A datagram protocol's `error_received`.
+    ErrorReceived,
+    /// A subprocess protocol's `pipe_data_received(fd, n bytes)`.
+    PipeDataReceived(i32, usize),
+    /// A subprocess protocol's `pipe_connection_lost(fd)`.
+    PipeConnectionLost(i32),
+    /// A subprocess protocol's `process_exited`.
+    ProcessExited,
+    /// A subprocess protocol's `process_ended`: its last callback, the
+    /// counterpart of `connection_lost`.
+    ProcessEnded,
 }
 
 impl Event {
@@ -55,6 +69,12 @@ impl Event {
             Event::DrainRequested => "drain_requested",
             Event::GetBuffer(_) => "get_buffer",
             Event::BufferUpdated(_) => "buffer_updated",
+            Event::DatagramReceived(_) => "datagram_received",
+            Event::ErrorReceived => "error_received",
+            Event::PipeDataReceived(..) => "pipe_data_received",
+            Event::PipeConnectionLost(_) => "pipe_connection_lost",
+            Event::ProcessExited => "process_exited",
+            Event::ProcessEnded => "process_ended",
         }
     }
 }
@@ -87,6 +107,12 @@ struct Conn {
     reason: Option<CloseReason>,
     writing_paused: bool,
     lent: Option<usize>,
+    /// Subprocess: which of fds 0, 1, 2 were reported lost.
+    pipe_lost: [bool; 3],
+    /// Subprocess: which of fds 1, 2 delivered data.
+    pipe_data: [bool; 3],
+    /// Subprocess: `process_exited` came.
+    exited: bool,
     /// Name of the transport method running right now, if any.
     in_call: Option<&'static str>,
     events: Vec<Event>,
@@ -135,6 +161,43 @@ impl Conn {
                 bad.push("resume_writing without a pause_writing before it".into());
             }
             Event::GetBuffer(_) if self.eof => bad.push("get_buffer after eof_received".into()),
+            Event::DatagramReceived(_) if reading == Some(false) => {
+                bad.push(format!("{name} while the endpoint is not reading"));
+            }
+            Event::PipeDataReceived(fd, n) => {
+                if fd != 1 && fd != 2 {
+                    bad.push(format!(
+                        "{name} for fd {fd}: only stdout and stderr carry data"
+                    ));
+                } else if self.pipe_lost[fd as usize] {
+                    bad.push(format!("{name} for fd {fd} after its pipe_connection_lost"));
+                } else {
+                    self.pipe_data[fd as usize] = true;
+                }
+                if n == 0 {
+                    bad.push(format!("{name} with no bytes"));
+                }
+            }
+            Event::PipeConnectionLost(fd) => match usize::try_from(fd) {
+                Ok(i) if i < 3 => {
+                    if self.pipe_lost[i] {
+                        bad.push(format!("second pipe_connection_lost for fd {fd}"));
+                    }
+                    self.pipe_lost[i] = true;
+                }
+                _ => bad.push(format!("pipe_connection_lost for fd {fd}")),
+            },
+            Event::ProcessExited if self.exited => bad.push("second process_exited".into()),
+            Event::ProcessEnded => {
+                if !self.exited {
+                    bad.push("process_ended before process_exited".into());
+                }
+                for fd in [1, 2] {
+                    if self.pipe_data[fd] && !self.pipe_lost[fd] {
+                        bad.push(format!("process_ended while fd {fd} was still open"));
+                    }
+                }
+            }
             _ => {}
         }
         if let Event::BufferUpdated(n) = ev {
@@ -149,7 +212,8 @@ impl Conn {
         match ev {
             Event::ConnectionMade => self.made = true,
             Event::EofReceived => self.eof = true,
-            Event::ConnectionLost => self.lost = true,
+            Event::ConnectionLost | Event::ProcessEnded => self.lost = true,
+            Event::ProcessExited => self.exited = true,
             Event::PauseWriting => self.writing_paused = true,
             Event::ResumeWriting => self.writing_paused = false,
             Event::GetBuffer(lent) => self.lent = lent,
@@ -179,8 +243,9 @@ impl Registry {
     }
 }
 
-/// Wraps protocols ([`wrap`](Self::wrap)) and records every breach of the
-/// callback contract by the transports that drive them: a second
+/// Wraps protocols ([`wrap`](Self::wrap): a stream [`Protocol`], a
+/// [`DatagramProtocol`] or a [`SubprocessProtocol`]) and records every
+/// breach of the callback contract by the transports that drive them: a second
 /// `connection_made`, any callback before `connection_made` or after
 /// `connection_lost`, data after EOF or while reading is paused, empty
 /// data, `pause_writing`/`resume_writing` out of pairs, a `buffer_updated`
@@ -195,10 +260,14 @@ impl Registry {
 ///
 /// A cheap `Clone`: hand one to a server's protocol factory.
 ///
-/// To see re-entrant calls, the protocol receives a checking proxy of its
-/// transport in `connection_made` (so `Transport::same` between it and the
-/// handle `create_connection` returned is `false`). A protocol switched in
-/// with `set_protocol` is not checked.
+/// To see re-entrant calls, a stream protocol receives a checking proxy of
+/// its transport in `connection_made` (so `Transport::same` between it and
+/// the handle `create_connection` returned is `false`); datagram and
+/// subprocess protocols get their own transport, so re-entrant calls are
+/// not seen for them. A protocol switched in with `set_protocol` is not
+/// checked. For a subprocess protocol, `process_ended` plays the part of
+/// `connection_lost`: last, once, after `process_exited` and after every
+/// output pipe that delivered data was reported lost.
 ///
 /// ```
 /// use protoloop::testing::{LifecycleChecker, pair};
@@ -243,7 +312,7 @@ impl LifecycleChecker {
 
     /// Wrap `protocol` so its callbacks are checked; use the result
     /// wherever the protocol would go.
-    pub fn wrap<P: Protocol>(&self, protocol: P) -> Checked<P> {
+    pub fn wrap<P>(&self, protocol: P) -> Checked<P> {
         let mut conns = self.reg.conns.borrow_mut();
         conns.push(Conn::default());
         Checked {
@@ -251,6 +320,7 @@ impl LifecycleChecker {
             id: conns.len() - 1,
             reg: self.reg.clone(),
             transport: None,
+            endpoint: None,
         }
     }
 
@@ -302,7 +372,8 @@ impl LifecycleChecker {
     }
 
     /// Panic unless every wrapped protocol saw `connection_made` and
-    /// `connection_lost` and no violation was recorded.
+    /// `connection_lost` (`process_ended` for a subprocess) and no
+    /// violation was recorded.
     #[track_caller]
     pub fn assert_finished(&self) {
         let mut v = self.violations();
@@ -357,6 +428,8 @@ pub struct Checked<P> {
     id: usize,
     reg: Rc<Registry>,
     transport: Option<Transport>,
+    /// A datagram protocol's endpoint, to see whether it is reading.
+    endpoint: Option<DatagramTransport>,
 }
 
 impl<P> fmt::Debug for Checked<P> {
@@ -459,5 +532,82 @@ impl<P: Protocol> Protocol for Checked<P> {
     fn buffer_updated(&mut self, nbytes: usize) {
         self.observe(Event::BufferUpdated(nbytes));
         self.inner.buffer_updated(nbytes);
+    }
+}
+
+impl<P: DatagramProtocol> DatagramProtocol for Checked<P> {
+    fn connection_made(&mut self, transport: DatagramTransport) {
+        self.observe(Event::ConnectionMade);
+        self.endpoint = Some(transport.clone());
+        self.inner.connection_made(transport);
+    }
+
+    fn datagram_received(&mut self, data: &[u8], addr: SocketAddress) {
+        let reading = self.endpoint.as_ref().map(|t| t.is_reading());
+        self.reg
+            .observe(self.id, Event::DatagramReceived(data.len()), reading);
+        self.inner.datagram_received(data, addr);
+    }
+
+    fn error_received(&mut self, error: std::io::Error, addr: Option<SocketAddress>) {
+        self.observe(Event::ErrorReceived);
+        self.inner.error_received(error, addr);
+    }
+
+    fn connection_lost(&mut self, reason: CloseReason) {
+        self.observe(Event::ConnectionLost);
+        {
+            let mut conns = self.reg.conns.borrow_mut();
+            conns[self.id].reason.get_or_insert_with(|| reason.clone());
+        }
+        self.endpoint = None;
+        self.inner.connection_lost(reason);
+    }
+
+    fn pause_writing(&mut self) {
+        self.observe(Event::PauseWriting);
+        self.inner.pause_writing();
+    }
+
+    fn resume_writing(&mut self) {
+        self.observe(Event::ResumeWriting);
+        self.inner.resume_writing();
+    }
+}
+
+impl<P: SubprocessProtocol> SubprocessProtocol for Checked<P> {
+    fn connection_made(&mut self, transport: SubprocessTransport) {
+        self.observe(Event::ConnectionMade);
+        self.inner.connection_made(transport);
+    }
+
+    fn pipe_data_received(&mut self, fd: i32, data: &[u8]) {
+        self.observe(Event::PipeDataReceived(fd, data.len()));
+        self.inner.pipe_data_received(fd, data);
+    }
+
+    fn pipe_connection_lost(&mut self, fd: i32, reason: CloseReason) {
+        self.observe(Event::PipeConnectionLost(fd));
+        self.inner.pipe_connection_lost(fd, reason);
+    }
+
+    fn pause_writing(&mut self) {
+        self.observe(Event::PauseWriting);
+        self.inner.pause_writing();
+    }
+
+    fn resume_writing(&mut self) {
+        self.observe(Event::ResumeWriting);
+        self.inner.resume_writing();
+    }
+
+    fn process_exited(&mut self) {
+        self.observe(Event::ProcessExited);
+        self.inner.process_exited();
+    }
+
+    fn process_ended(&mut self, status: std::process::ExitStatus) {
+        self.observe(Event::ProcessEnded);
+        self.inner.process_ended(status);
     }
 }
