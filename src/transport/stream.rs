@@ -103,7 +103,9 @@ struct State {
     lost: bool,
     stats: TransportStats,
     close_timer: Option<TimerHandle>,
-    idle: Option<Idle>,
+    /// Boxed: most connections have no idle timeout, and each byte of
+    /// `State` is paid by every idle connection.
+    idle: Option<Box<Idle>>,
 }
 
 /// The idle timeout of a server connection: closed once no byte moved
@@ -203,11 +205,11 @@ impl<S: StreamSocket> StreamTransport<S> {
     /// protocol does not count: the peer is not the idle one then.
     pub(crate) fn set_idle_timeout(self: &Rc<Self>, timeout: Duration) {
         let now = self.handle.time();
-        self.st.borrow_mut().idle = Some(Idle {
+        self.st.borrow_mut().idle = Some(Box::new(Idle {
             timeout,
             last_activity: now,
             timer: None,
-        });
+        }));
         self.arm_idle(crate::time::after(now, timeout));
     }
 
