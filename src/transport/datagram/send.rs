@@ -54,15 +54,16 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
         if self.is_closing() {
             return closed();
         }
-        let (dest, dest_text) = self.resolve_dest(dest)?;
+        let dest = self.resolve_dest(dest)?;
         let max = self.sock.borrow().as_ref().map_or(usize::MAX, |s| {
             s.max_datagram(dest.as_ref().or(self.peer.as_ref()))
         });
         if data.len() > max {
             return Err(Error::io(
                 format!(
-                    "sending a datagram of {} bytes to {dest_text} (at most {max} fit in one)",
-                    data.len()
+                    "sending a datagram of {} bytes to {} (at most {max} fit in one)",
+                    data.len(),
+                    self.dest_text(&dest)
                 ),
                 io::Error::from_raw_os_error(rustix::io::Errno::MSGSIZE.raw_os_error()),
             ));
@@ -91,13 +92,27 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                 self.arm_retry();
                 Ok(())
             }
-            Err(e) => Err(Error::io(format!("sending a datagram to {dest_text}"), e)),
+            Err(e) => Err(Error::io(
+                format!("sending a datagram to {}", self.dest_text(&dest)),
+                e,
+            )),
+        }
+    }
+
+    /// Where a datagram for `dest` goes, for an error message (made only
+    /// then: formatting an address on every send cost more than the send's
+    /// own user-space work).
+    fn dest_text(&self, dest: &Option<SocketAddress>) -> String {
+        match (dest, &self.peer) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(peer)) => peer.to_string(),
+            (None, None) => "nowhere".to_string(),
         }
     }
 
     /// Check the destination against connected mode; `None` means the
     /// connected peer.
-    fn resolve_dest(&self, dest: Option<SocketAddress>) -> Result<(Option<SocketAddress>, String)> {
+    fn resolve_dest(&self, dest: Option<SocketAddress>) -> Result<Option<SocketAddress>> {
         let invalid = |msg: String| {
             Err(Error::io(
                 "sending a datagram",
@@ -105,11 +120,11 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             ))
         };
         match (dest, &self.peer) {
-            (None, Some(peer)) => Ok((None, peer.to_string())),
+            (None, Some(_)) => Ok(None),
             (None, None) => {
                 invalid("the endpoint is not connected: use sendto with an address".into())
             }
-            (Some(d), Some(peer)) if same_address(&d, peer) => Ok((None, peer.to_string())),
+            (Some(d), Some(peer)) if same_address(&d, peer) => Ok(None),
             (Some(d), Some(peer)) => invalid(format!(
                 "the endpoint is connected to {peer}; it cannot send to {d}"
             )),
@@ -119,8 +134,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                 {
                     return Err(Error::io(format!("sending a datagram to {d}"), e));
                 }
-                let text = d.to_string();
-                Ok((Some(d), text))
+                Ok(Some(d))
             }
         }
     }
