@@ -488,3 +488,59 @@ fn stdout_can_be_paused_through_its_pipe_transport() {
     run(&lp, ended).unwrap();
     assert_eq!(data_of(&log.borrow(), 1), b"hi\n");
 }
+
+/// The child side of the next test: a grandchild with stdout and stderr
+/// inherited writes into this process's own streams; no pipe is made.
+fn inherit_child() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (rec, log, ended) = Rec::new(&h);
+    let (t, _) = h
+        .subprocess_shell(
+            move || rec,
+            "echo inherited-out; echo inherited-err >&2",
+            SubprocessOptions::default()
+                .stdin(Stdio::Null)
+                .stdout(Stdio::Inherit)
+                .stderr(Stdio::Inherit),
+        )
+        .unwrap();
+    assert!(t.get_pipe_transport(0).is_none());
+    assert!(t.get_pipe_transport(1).is_none());
+    assert!(t.get_pipe_transport(2).is_none());
+    let status = run(&lp, ended).unwrap();
+    assert!(status.success());
+    assert!(
+        !log.borrow().iter().any(|e| matches!(e, Ev::Data(..))),
+        "nothing came through a pipe: {:?}",
+        log.borrow()
+    );
+}
+
+#[test]
+fn inherited_streams_are_the_parents_own() {
+    if std::env::var_os("PROTOLOOP_INHERIT_CHILD").is_some() {
+        inherit_child();
+        return;
+    }
+    // This test binary again, with its stdout and stderr captured: what
+    // the grandchild wrote must be there.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inherited_streams_are_the_parents_own",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PROTOLOOP_INHERIT_CHILD", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("inherited-out\n"), "stdout: {stdout}");
+    assert!(stderr.contains("inherited-err\n"), "stderr: {stderr}");
+    assert!(!stdout.contains("inherited-err"), "stdout: {stdout}");
+}
