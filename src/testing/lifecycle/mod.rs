@@ -450,6 +450,14 @@ impl<P> Checked<P> {
         this.inner
     }
 
+    /// `connection_lost(reason)`: the event, and the reason kept for
+    /// [`LifecycleChecker::reasons`].
+    fn observe_lost(&self, reason: &CloseReason) {
+        self.observe(Event::ConnectionLost);
+        let mut conns = self.reg.conns.borrow_mut();
+        conns[self.id].reason.get_or_insert_with(|| reason.clone());
+    }
+
     fn observe(&self, ev: Event) {
         let reading = match ev {
             Event::DataReceived(_) | Event::BufferUpdated(_) => {
@@ -497,11 +505,7 @@ impl<P: Protocol> Protocol for Checked<P> {
     }
 
     fn connection_lost(&mut self, reason: CloseReason) {
-        self.observe(Event::ConnectionLost);
-        {
-            let mut conns = self.reg.conns.borrow_mut();
-            conns[self.id].reason.get_or_insert_with(|| reason.clone());
-        }
+        self.observe_lost(&reason);
         // The transport handle would keep the connection alive.
         self.transport = None;
         self.inner.connection_lost(reason);
@@ -555,11 +559,7 @@ impl<P: DatagramProtocol> DatagramProtocol for Checked<P> {
     }
 
     fn connection_lost(&mut self, reason: CloseReason) {
-        self.observe(Event::ConnectionLost);
-        {
-            let mut conns = self.reg.conns.borrow_mut();
-            conns[self.id].reason.get_or_insert_with(|| reason.clone());
-        }
+        self.observe_lost(&reason);
         self.endpoint = None;
         self.inner.connection_lost(reason);
     }
