@@ -204,16 +204,13 @@ fn removing_the_last_handler_gives_the_signal_back() {
         (SIGUSR2, "close", true),
         (SIGPIPE, "remove", false),
     ] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "removing_the_last_handler_gives_the_signal_back",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("PROTOLOOP_SIGNAL_CHILD", format!("{sig}:{how}"))
-            .output()
-            .unwrap();
+        let out = common::this_test_in_a_child(
+            "removing_the_last_handler_gives_the_signal_back",
+            "PROTOLOOP_SIGNAL_CHILD",
+            &format!("{sig}:{how}"),
+        )
+        .output()
+        .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         if dies {
             assert_eq!(

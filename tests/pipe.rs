@@ -12,6 +12,8 @@ use std::time::Duration;
 use protoloop::testing::{Checked, LifecycleChecker};
 use protoloop::{CloseReason, Error, EventLoop, Handle, Protocol, SettableFuture, Transport};
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 thread_local! {
@@ -462,19 +464,15 @@ fn stdin_and_stdout_as_pipe_transports() {
     }
     // This test binary again, as a filter: what goes to its stdin comes
     // back upper-cased on its stdout.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "stdin_and_stdout_as_pipe_transports",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("PROTOLOOP_STDIO_CHILD", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::this_test_in_a_child(
+        "stdin_and_stdout_as_pipe_transports",
+        "PROTOLOOP_STDIO_CHILD",
+        "1",
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {

@@ -14,6 +14,8 @@ use protoloop::{
     SubprocessProtocol, SubprocessTransport, TimeoutKind,
 };
 
+mod common;
+
 #[path = "subprocess/faults.rs"]
 mod faults;
 #[path = "subprocess/flow.rs"]
@@ -525,16 +527,13 @@ fn inherited_streams_are_the_parents_own() {
     }
     // This test binary again, with its stdout and stderr captured: what
     // the grandchild wrote must be there.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "inherited_streams_are_the_parents_own",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PROTOLOOP_INHERIT_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = common::this_test_in_a_child(
+        "inherited_streams_are_the_parents_own",
+        "PROTOLOOP_INHERIT_CHILD",
+        "1",
+    )
+    .output()
+    .unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -446,3 +446,15 @@ pub fn quiet_expected_panics() {
         }));
     });
 }
+
+/// This test binary again, running only `test` (quietly, on one thread,
+/// its output not captured by the harness) with `key=value` in its
+/// environment: for a test body that needs a process of its own, because
+/// it may die of a signal or uses the process's own stdin and stdout. The
+/// test checks `key` to know which side it is.
+pub fn this_test_in_a_child(test: &str, key: &str, value: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
+        .env(key, value);
+    cmd
+}
