@@ -544,6 +544,9 @@ fn calls_wait_while_the_transport_is_paused_for_writing() {
             .collect();
         // The peer reads nothing: the kernel's buffers fill, ours reaches
         // the high-water mark, and the rest of the calls wait unsent.
+        // (Requests leave at the end of each loop iteration, so filling
+        // the kernel's buffers takes a few.)
+        until(&h, || t.get_write_buffer_size() > 64 * 1024).await;
         assert!(client.queued() > 0, "some calls must wait");
         assert!(t.get_write_buffer_size() <= 64 * 1024 + 60_010);
         let queued = client.queued();
@@ -591,5 +594,83 @@ fn every_framing_and_correlation_works_end_to_end() {
                 server.close();
             }
         }
+    });
+}
+
+/// The requests in `wire`, a run of 2-byte-length frames.
+fn requests_in(mut wire: &[u8]) -> Vec<AddRequest> {
+    use prost::Message;
+    let mut out = Vec::new();
+    while wire.len() >= 2 {
+        let len = u16::from_be_bytes([wire[0], wire[1]]) as usize;
+        out.push(AddRequest::decode(&wire[2..2 + len]).unwrap());
+        wire = &wire[2 + len..];
+    }
+    assert!(wire.is_empty(), "a partial request frame");
+    out
+}
+
+#[test]
+fn calls_made_in_one_iteration_leave_in_one_write() {
+    use protoloop::Protocol;
+    use protoloop::codec::MessageCodec;
+    use protoloop::testing::{Call as Op, RecordingTransport};
+
+    run(|h| async move {
+        let rec = RecordingTransport::new();
+        type Shared = Rc<RefCell<dyn Protocol>>;
+        let proto: Rc<RefCell<Option<Shared>>> = Rc::default();
+        let (r, p) = (rec.clone(), proto.clone());
+        let client = AdderClient::connect_with(&h, RpcOptions::new(), move |rpc| {
+            let t = r.transport();
+            let rpc: Shared = Rc::new(RefCell::new(rpc));
+            t.set_protocol_dyn(rpc.clone());
+            rpc.borrow_mut().connection_made(t.clone());
+            *p.borrow_mut() = Some(rpc);
+            async move { Ok(t) }
+        })
+        .await
+        .unwrap();
+        // Each write the client made, as the requests it carried.
+        let writes = || -> Vec<Vec<AddRequest>> {
+            rec.calls()
+                .iter()
+                .filter_map(|c| match c {
+                    Op::Write(bytes) => Some(requests_in(bytes)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // 32 tasks, each calling in a loop as an application would.
+        let done = Rc::new(Cell::new(0));
+        for i in 0..32 {
+            let (client, done) = (client.clone(), done.clone());
+            h.spawn(async move {
+                for round in 0..3 {
+                    let reply = client.call(add(i, round * 100)).await.unwrap();
+                    assert_eq!(reply.sum, i64::from(i + round * 100));
+                }
+                done.set(done.get() + 1);
+            });
+        }
+        let replies = MessageCodec::<(), AddReply>::new();
+        for round in 0..3 {
+            until(&h, || writes().len() == round + 1).await;
+            // All 32 requests of the round went out in one write...
+            let sent = writes().pop().unwrap();
+            assert_eq!(sent.len(), 32, "round {round}");
+            assert_eq!(client.in_flight(), 32);
+            // ...and are answered in one read, which wakes all 32 tasks.
+            let mut wire = Vec::new();
+            for r in &sent {
+                let sum = i64::from(r.a) + i64::from(r.b);
+                wire.extend_from_slice(&replies.encode_frame(&AddReply { sum }).unwrap());
+            }
+            let rpc = proto.borrow().clone().unwrap();
+            rpc.borrow_mut().data_received(&wire);
+        }
+        until(&h, || done.get() == 32).await;
+        assert_eq!(writes().len(), 3, "one write per round, no more");
+        client.close();
     });
 }

@@ -87,6 +87,20 @@ impl Link {
         self.corked.get()
     }
 
+    /// Bytes held by the cork, not yet handed to the transport.
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.borrow().len()
+    }
+
+    /// Hold `data` with the writes already held. Returns `true` if this
+    /// started the holding (the link was not corked): the caller must then
+    /// see to the [`uncork`](Link::uncork), for example at the end of the
+    /// loop iteration as the RPC client does.
+    pub(crate) fn hold(&self, data: &[u8]) -> bool {
+        self.held.borrow_mut().extend_from_slice(data);
+        !self.corked.replace(true)
+    }
+
     /// Append to the held writes with `fill` if corked (no allocation of
     /// its own); otherwise `None`, and the caller writes to the transport.
     pub(crate) fn write_with<R>(&self, fill: impl FnOnce(&mut BytesMut) -> R) -> Option<R> {
