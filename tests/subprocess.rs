@@ -20,6 +20,8 @@ mod common;
 mod faults;
 #[path = "subprocess/flow.rs"]
 mod flow;
+#[path = "subprocess/groups.rs"]
+mod groups;
 #[path = "subprocess/lifecycle.rs"]
 mod lifecycle;
 #[path = "subprocess/process.rs"]

@@ -304,6 +304,47 @@ impl Core {
         })
     }
 
+    /// Send `sig` to the child's process group, which must be its own:
+    /// never to a group the child merely belongs to (the parent's, by
+    /// default), and never once it has been reaped, when its pid, and so
+    /// the group id, may name another process.
+    pub(super) fn signal_group(&self, sig: rustix::process::Signal) -> Result<()> {
+        use rustix::process::{Pid, getpgid, kill_process_group};
+        let context = || {
+            format!(
+                "sending signal {} to the process group of process {} ({})",
+                sig.as_raw(),
+                self.pid,
+                self.name
+            )
+        };
+        let refuse = |kind, why: String| Error::io(context(), std::io::Error::new(kind, why));
+        if self.status.get().is_some() {
+            return Err(refuse(
+                std::io::ErrorKind::NotFound,
+                "the process has exited and been reaped, so its pid no longer names its group"
+                    .into(),
+            ));
+        }
+        let Some(pid) = Pid::from_raw(self.pid as i32) else {
+            return Err(Error::Unsupported("process id 0"));
+        };
+        // Not reaped (reaping happens only on this thread), so `pid` is
+        // still our child, if only as a zombie.
+        let pgid = getpgid(Some(pid)).map_err(|e| Error::io(context(), e.into()))?;
+        if pgid != pid {
+            return Err(refuse(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it is not a process group leader (it is in group {}); start it with \
+                     start_new_session(true) or process_group(0)",
+                    pgid.as_raw_nonzero()
+                ),
+            ));
+        }
+        kill_process_group(pid, sig).map_err(|e| Error::io(context(), e.into()))
+    }
+
     /// A future for the exit status.
     pub(super) fn exit_future(&self) -> SettableFuture<ExitStatus> {
         let f = self.handle.create_future();
