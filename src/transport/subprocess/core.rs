@@ -224,13 +224,20 @@ impl Core {
             let _ = w.set_result(status);
         }
         self.call("process_exited", |p| p.process_exited());
+        // Not on a closed loop (a fixture reaping from `Drop`): nothing
+        // would fire the timer or ever take it off the heap.
         if self.open.get() != 0
+            && !self.handle.is_closed()
             && let Some(grace) = self.pipe_grace
         {
-            let me = self.clone();
+            // Weak: the core holds the timer, so a strong reference here
+            // would be a cycle that outlives a loop closed meanwhile.
+            let me = self.me.clone();
             let t = self.handle.call_later(grace, move || {
-                me.grace_timer.borrow_mut().take();
-                me.end_pipes(CloseReason::Timeout(TimeoutKind::PipeAfterExit));
+                if let Some(me) = me.upgrade() {
+                    me.grace_timer.borrow_mut().take();
+                    me.end_pipes(CloseReason::Timeout(TimeoutKind::PipeAfterExit));
+                }
             });
             *self.grace_timer.borrow_mut() = Some(t);
         }
@@ -376,6 +383,9 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if let Some(t) = self.grace_timer.get_mut().take() {
+            t.cancel();
+        }
         if let Some((fd, token)) = self.pidfd.borrow_mut().take() {
             watch::unregister(&self.handle, fd, token);
         }
