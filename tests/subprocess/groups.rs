@@ -19,7 +19,7 @@ fn ids_of_child(lp: &EventLoop, opts: SubprocessOptions) -> (u32, i32, i32) {
         .create_subprocess_exec("cat", ["/proc/self/stat"], opts)
         .unwrap();
     let pid = p.pid();
-    let out = run(lp, async move { p.communicate(None).await }).unwrap();
+    let out = run(lp, DEADLINE, async move { p.communicate(None).await }).unwrap();
     assert!(out.status.success(), "{out:?}");
     let stat = String::from_utf8(out.stdout).unwrap();
     // "pid (comm) state ppid pgrp session ...": comm may hold spaces.
@@ -99,7 +99,7 @@ fn process_group_joins_a_group_and_a_group_signal_reaches_every_member() {
     assert!(member.returncode().is_none(), "nothing was sent");
 
     leader.send_signal_to_group(15).unwrap();
-    let (a, b) = run(&lp, async move {
+    let (a, b) = run(&lp, DEADLINE, async move {
         (leader.wait().await.unwrap(), member.wait().await.unwrap())
     });
     assert_eq!((a.signal(), b.signal()), (Some(15), Some(15)));
@@ -108,7 +108,7 @@ fn process_group_joins_a_group_and_a_group_signal_reaches_every_member() {
 /// The shell's output: the pid of the `sleep` it started in the
 /// background, which holds the shell's stdout open.
 fn grandchild_of(lp: &EventLoop, p: &Process) -> u32 {
-    let line = run(lp, p.read_line(1))
+    let line = run(lp, DEADLINE, p.read_line(1))
         .unwrap()
         .expect("the shell prints $!");
     String::from_utf8(line).unwrap().trim().parse().unwrap()
@@ -152,7 +152,7 @@ fn a_group_signal_reaches_a_grandchild_and_the_pipes_close_at_once() {
         // The grandchild held stdout open: with it alive, communicate
         // would wait for its 30 s. Five are plenty for the signal.
         let h2 = h.clone();
-        let out = run(&lp, async move {
+        let out = run(&lp, DEADLINE, async move {
             h2.timeout(Duration::from_secs(5), p.communicate(None))
                 .await
                 .expect("the pipes closed: the grandchild got the signal too")
@@ -184,7 +184,7 @@ fn a_group_signal_to_a_child_in_the_parents_group_is_refused() {
     assert!(e.to_string().contains("12345"), "{e}");
 
     t.kill().unwrap();
-    run(&lp, ended).unwrap();
+    run(&lp, DEADLINE, ended).unwrap();
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn a_group_signal_after_the_child_was_reaped_is_refused() {
     let (t, _) = h
         .subprocess_exec(move || rec, "true", [""; 0], quiet().process_group(0))
         .unwrap();
-    let status = run(&lp, ended).unwrap();
+    let status = run(&lp, DEADLINE, ended).unwrap();
     assert!(status.success());
     let e = t.send_signal_to_group(15).unwrap_err();
     assert_eq!(e.io_kind(), Some(ErrorKind::NotFound), "{e}");
@@ -251,5 +251,5 @@ fn joining_a_group_of_another_session_is_a_clear_error() {
     assert!(e.to_string().contains(&u32::MAX.to_string()), "{e}");
 
     other.kill().unwrap();
-    run(&lp, async move { other.wait().await }).unwrap();
+    run(&lp, DEADLINE, async move { other.wait().await }).unwrap();
 }
