@@ -3,37 +3,20 @@
 //! wait bounded by a deadline, every protocol under the lifecycle checker.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use protoloop::testing::{Checked, LifecycleChecker};
+use protoloop::testing::Checked;
 use protoloop::{CloseReason, Error, EventLoop, Handle, Protocol, SettableFuture, Transport};
 
 mod common;
 
+use common::lifecycle::{checked, run};
+
+/// The bound on each test body.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-thread_local! {
-    /// Every [`Rec`] of the test running on this thread is wrapped by this
-    /// checker; [`run`] fails the test on any breach of the contract.
-    static CHECKER: LifecycleChecker = LifecycleChecker::new();
-}
-
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let h = lp.handle();
-    let out = lp
-        .run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
-        .unwrap();
-    CHECKER.with(|c| c.assert_ok());
-    out
-}
 
 fn os_pipe() -> (OwnedFd, OwnedFd) {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
@@ -73,7 +56,7 @@ impl Rec {
             transport: None,
             pause_in_made: false,
         };
-        (CHECKER.with(|c| c.wrap(rec)), log, lost)
+        (checked(rec), log, lost)
     }
 }
 
@@ -136,7 +119,7 @@ fn read_pipe_delivers_data_then_eof() {
             f.write_all(chunk).unwrap();
         }
     });
-    let reason = run(&lp, lost).unwrap();
+    let reason = run(&lp, DEADLINE, lost).unwrap();
     writer.join().unwrap();
     assert!(matches!(reason, CloseReason::PeerEof));
     let log = log.borrow();
@@ -160,7 +143,7 @@ fn read_pipe_on_a_child_stdout() {
     let (rec, log, lost) = Rec::new(&h);
     h.connect_read_pipe(move || rec, child.stdout.take().unwrap())
         .unwrap();
-    run(&lp, lost).unwrap();
+    run(&lp, DEADLINE, lost).unwrap();
     assert_eq!(data(&log.borrow()), b"one\ntwo\n");
     assert!(child.wait().unwrap().success());
 }
@@ -178,14 +161,13 @@ fn read_pipe_pause_in_connection_made_then_resume() {
     f.write_all(b"held back").unwrap();
     drop(f); // data and EOF both wait while paused
     let h2 = h.clone();
-    run(
-        &lp,
-        async move { h2.sleep(Duration::from_millis(50)).await },
-    );
+    run(&lp, DEADLINE, async move {
+        h2.sleep(Duration::from_millis(50)).await
+    });
     assert_eq!(*log.borrow(), [Ev::Made], "nothing delivered while paused");
     t.resume_reading();
     t.resume_reading(); // idempotent
-    run(&lp, lost).unwrap();
+    run(&lp, DEADLINE, lost).unwrap();
     assert_eq!(
         *log.borrow(),
         [
@@ -209,7 +191,10 @@ fn read_pipe_refuses_writes_and_closes_locally() {
     t.close();
     t.close(); // idempotent
     assert!(t.is_closing());
-    assert!(matches!(run(&lp, lost).unwrap(), CloseReason::LocalClose));
+    assert!(matches!(
+        run(&lp, DEADLINE, lost).unwrap(),
+        CloseReason::LocalClose
+    ));
     assert_eq!(*log.borrow(), [Ev::Made, Ev::Lost("LocalClose".into())]);
     // Our end is closed: the writer sees a broken pipe.
     let e = std::fs::File::from(w).write_all(b"x").unwrap_err();
@@ -244,10 +229,9 @@ fn write_pipe_flow_control_against_a_stalled_reader() {
     // The kernel took at most a pipe's worth; the rest is buffered.
     assert!(t.get_write_buffer_size() > 64 * 1024);
     let h2 = h.clone();
-    run(
-        &lp,
-        async move { h2.sleep(Duration::from_millis(20)).await },
-    );
+    run(&lp, DEADLINE, async move {
+        h2.sleep(Duration::from_millis(20)).await
+    });
     assert_eq!(*log.borrow(), [Ev::Made, Ev::Pause], "paused, not resumed");
 
     // Now the reader starts reading: the buffer drains and writing resumes.
@@ -257,7 +241,7 @@ fn write_pipe_flow_control_against_a_stalled_reader() {
         got
     });
     let (h2, l2) = (h.clone(), log.clone());
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         while !l2.borrow().contains(&Ev::Resume) {
             h2.sleep(Duration::from_millis(1)).await;
         }
@@ -266,7 +250,7 @@ fn write_pipe_flow_control_against_a_stalled_reader() {
     t.close(); // flush, then EOF
     assert!(matches!(t.write(b"late"), Err(Error::Closed)));
     assert!(matches!(t.write_eof(), Err(Error::Closed)));
-    let reason = run(&lp, lost).unwrap();
+    let reason = run(&lp, DEADLINE, lost).unwrap();
     assert!(matches!(reason, CloseReason::LocalClose), "{reason:?}");
     let got = reader.join().unwrap();
     assert_eq!(got.len(), 2 * payload.len());
@@ -299,7 +283,10 @@ fn write_pipe_write_eof_is_close_after_flush() {
     t.writelines(&[b"a", b"bc", b""]).unwrap();
     t.write_bytes(bytes::Bytes::from_static(b"d")).unwrap();
     t.write_eof().unwrap();
-    assert!(matches!(run(&lp, lost).unwrap(), CloseReason::LocalClose));
+    assert!(matches!(
+        run(&lp, DEADLINE, lost).unwrap(),
+        CloseReason::LocalClose
+    ));
     let mut got = Vec::new();
     std::fs::File::from(r).read_to_end(&mut got).unwrap();
     assert_eq!(got, b"abcd");
@@ -314,7 +301,10 @@ fn write_pipe_reader_gone() {
     let (rec, _log, lost) = Rec::new(&h);
     let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
     drop(r);
-    assert!(matches!(run(&lp, lost).unwrap(), CloseReason::PeerEof));
+    assert!(matches!(
+        run(&lp, DEADLINE, lost).unwrap(),
+        CloseReason::PeerEof
+    ));
     assert!(matches!(t.write(b"x"), Err(Error::Closed)));
 
     // Data pending: a broken pipe.
@@ -324,7 +314,7 @@ fn write_pipe_reader_gone() {
     t.write(&vec![0u8; 1_000_000]).unwrap();
     assert!(t.get_write_buffer_size() > 0);
     drop(r);
-    let reason = run(&lp, lost).unwrap();
+    let reason = run(&lp, DEADLINE, lost).unwrap();
     assert!(matches!(reason, CloseReason::PeerReset(_)), "{reason:?}");
     assert_eq!(t.get_write_buffer_size(), 0);
 }
@@ -339,7 +329,10 @@ fn write_pipe_abort_and_close_deadline() {
     t.write(&vec![1u8; 500_000]).unwrap();
     t.abort();
     assert!(matches!(t.write(b"x"), Err(Error::Closed)));
-    assert!(matches!(run(&lp, lost).unwrap(), CloseReason::LocalAbort));
+    assert!(matches!(
+        run(&lp, DEADLINE, lost).unwrap(),
+        CloseReason::LocalAbort
+    ));
     assert_eq!(t.get_write_buffer_size(), 0, "the buffer was dropped");
     drop(r);
 
@@ -349,7 +342,7 @@ fn write_pipe_abort_and_close_deadline() {
     let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
     t.write(&vec![1u8; 500_000]).unwrap();
     t.close_with_deadline(Duration::from_millis(50));
-    let reason = run(&lp, lost).unwrap();
+    let reason = run(&lp, DEADLINE, lost).unwrap();
     assert!(
         matches!(reason, CloseReason::Timeout(protoloop::TimeoutKind::Close)),
         "{reason:?}"
@@ -373,7 +366,7 @@ fn write_pipe_to_a_child_stdin() {
         .unwrap();
     t.write(&vec![b'x'; 300_000]).unwrap();
     t.close();
-    run(&lp, lost).unwrap();
+    run(&lp, DEADLINE, lost).unwrap();
     let mut out = String::new();
     child
         .stdout
@@ -410,7 +403,7 @@ fn a_panic_in_a_read_pipe_protocol_ends_that_pipe() {
     let (rec, _log, lost) = Rec::new(&h);
     h.connect_read_pipe(move || Bomb(rec), r).unwrap();
     std::fs::File::from(w).write_all(b"x").unwrap();
-    let reason = run(&lp, lost).unwrap();
+    let reason = run(&lp, DEADLINE, lost).unwrap();
     assert!(
         matches!(reason, CloseReason::Panic(ref m) if m.contains("bomb")),
         "{reason:?}"
@@ -443,7 +436,7 @@ fn stdio_child() {
     out.write(b"<<").unwrap();
     let (rec, log, lost) = Rec::new(&h);
     let (_inp, _) = h.connect_read_pipe(|| rec, stdin).unwrap();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let reason = lost.await;
         assert!(matches!(reason, Ok(CloseReason::PeerEof)), "{reason:?}");
         let upper = data(&log.borrow()).to_ascii_uppercase();

@@ -2,13 +2,12 @@
 //! bounded by a deadline, every protocol under the lifecycle checker.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::Duration;
 
-use protoloop::testing::{Checked, LifecycleChecker};
+use protoloop::testing::Checked;
 use protoloop::{
     CloseReason, Error, EventLoop, ExceptionKind, Handle, SettableFuture, Stdio, SubprocessOptions,
     SubprocessProtocol, SubprocessTransport, TimeoutKind,
@@ -16,37 +15,21 @@ use protoloop::{
 
 mod common;
 
+use common::lifecycle::{checked, run};
+
 #[path = "subprocess/faults.rs"]
 mod faults;
 #[path = "subprocess/flow.rs"]
 mod flow;
+#[path = "subprocess/groups.rs"]
+mod groups;
 #[path = "subprocess/lifecycle.rs"]
 mod lifecycle;
 #[path = "subprocess/process.rs"]
 mod process;
 
+/// The bound on each test body.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-thread_local! {
-    /// Every [`Rec`] of the test running on this thread is wrapped by this
-    /// checker; [`run`] fails the test on any breach of the contract.
-    static CHECKER: LifecycleChecker = LifecycleChecker::new();
-}
-
-/// Run `f` on the loop, failing the test if it takes longer than DEADLINE
-/// or a protocol saw its callback contract broken.
-fn run<F>(lp: &EventLoop, f: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let h = lp.handle();
-    let out = lp
-        .run_until_complete(async move { h.timeout(DEADLINE, f).await.expect("test timed out") })
-        .unwrap();
-    CHECKER.with(|c| c.assert_ok());
-    out
-}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -84,7 +67,7 @@ impl Rec {
             transport: None,
             keep_transport: true,
         };
-        (CHECKER.with(|c| c.wrap(rec)), log, ended)
+        (checked(rec), log, ended)
     }
 }
 
@@ -199,10 +182,10 @@ fn exit_codes_are_reported() {
                 SubprocessOptions::default(),
             )
             .unwrap();
-        let st = run(&lp, ended).unwrap();
+        let st = run(&lp, DEADLINE, ended).unwrap();
         assert_eq!(st.code(), Some(code));
         assert_eq!(st.success(), code == 0);
-        assert_eq!(run(&lp, t.wait()).unwrap(), st);
+        assert_eq!(run(&lp, DEADLINE, t.wait()).unwrap(), st);
         check_order(&log.borrow(), &[0, 1, 2]);
     }
 }
@@ -222,10 +205,10 @@ fn a_signal_is_reported_as_the_signal() {
             "terminate" => t.terminate().unwrap(),
             _ => t.send_signal(sig).unwrap(),
         }
-        let st = run(&lp, t.wait()).unwrap();
+        let st = run(&lp, DEADLINE, t.wait()).unwrap();
         assert_eq!(st.signal(), Some(sig));
         assert_eq!(st.code(), None);
-        assert_eq!(run(&lp, ended).unwrap(), st);
+        assert_eq!(run(&lp, DEADLINE, ended).unwrap(), st);
         check_order(&log.borrow(), &[0, 1, 2]);
         // Signalling a reaped child is a no-op, never a stray signal.
         t.kill().unwrap();
@@ -249,7 +232,7 @@ fn bad_signal_number_is_an_error() {
     assert_eq!(e.io_kind(), Some(std::io::ErrorKind::InvalidInput));
     assert!(e.to_string().contains("12345"), "{e}");
     assert!(t.returncode().is_none(), "the child is untouched");
-    let st = run(&lp, t.stop(Duration::from_secs(5))).unwrap();
+    let st = run(&lp, DEADLINE, t.stop(Duration::from_secs(5))).unwrap();
     assert_eq!(st.signal(), Some(15));
 }
 
@@ -315,7 +298,7 @@ fn callback_order_with_output_on_both_pipes() {
             SubprocessOptions::default(),
         )
         .unwrap();
-        let st = run(&lp, ended).unwrap();
+        let st = run(&lp, DEADLINE, ended).unwrap();
         assert!(st.success());
         let log = log.borrow();
         check_order(&log, &[0, 1, 2]);
@@ -335,7 +318,7 @@ fn pipes_closed_before_the_exit_still_end_with_process_ended() {
         SubprocessOptions::default(),
     )
     .unwrap();
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(5));
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
@@ -381,14 +364,13 @@ fn closing_stdin_ends_cat() {
     let stdin = t.get_pipe_transport(0).unwrap();
     stdin.write(b"abc").unwrap();
     let h2 = h.clone();
-    run(
-        &lp,
-        async move { h2.sleep(Duration::from_millis(50)).await },
-    );
+    run(&lp, DEADLINE, async move {
+        h2.sleep(Duration::from_millis(50)).await
+    });
     assert!(t.returncode().is_none(), "cat waits for more input");
     stdin.close();
     assert!(matches!(stdin.write(b"x"), Err(Error::Closed)));
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert!(st.success());
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
@@ -411,7 +393,7 @@ fn stderr_merged_into_stdout() {
         )
         .unwrap();
     assert!(t.get_pipe_transport(2).is_none());
-    run(&lp, ended).unwrap();
+    run(&lp, DEADLINE, ended).unwrap();
     let log = log.borrow();
     check_order(&log, &[0, 1]);
     assert_eq!(data_of(&log, 1), b"out\nerr\nend\n");
@@ -453,7 +435,7 @@ fn a_panicking_protocol_kills_the_child_and_still_ends() {
         SubprocessOptions::default(),
     )
     .unwrap();
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.signal(), Some(9), "the child was killed");
     check_order(&log.borrow(), &[0, 1, 2]);
     let seen = seen.borrow();
@@ -478,16 +460,15 @@ fn stdout_can_be_paused_through_its_pipe_transport() {
     out.pause_reading();
     assert!(!out.is_reading());
     let h2 = h.clone();
-    run(
-        &lp,
-        async move { h2.sleep(Duration::from_millis(100)).await },
-    );
+    run(&lp, DEADLINE, async move {
+        h2.sleep(Duration::from_millis(100)).await
+    });
     assert!(
         data_of(&log.borrow(), 1).is_empty(),
         "nothing read while paused"
     );
     out.resume_reading();
-    run(&lp, ended).unwrap();
+    run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(data_of(&log.borrow(), 1), b"hi\n");
 }
 
@@ -510,7 +491,7 @@ fn inherit_child() {
     assert!(t.get_pipe_transport(0).is_none());
     assert!(t.get_pipe_transport(1).is_none());
     assert!(t.get_pipe_transport(2).is_none());
-    let status = run(&lp, ended).unwrap();
+    let status = run(&lp, DEADLINE, ended).unwrap();
     assert!(status.success());
     assert!(
         !log.borrow().iter().any(|e| matches!(e, Ev::Data(..))),

@@ -13,10 +13,14 @@ use protoloop::{
     ExceptionKind, Handle, ProtocolHandle, SocketAddress,
 };
 
-mod net_support;
+mod common;
 
-use net_support::{checked, run, wait_until};
+use common::lifecycle::{checked, run};
+use common::{WAIT, wait_until};
 use protoloop::testing::Checked;
+
+/// The bound on each test body.
+const DEADLINE: Duration = WAIT.saturating_mul(3);
 
 const EMSGSIZE: i32 = 90;
 
@@ -205,7 +209,7 @@ impl DatagramProtocol for WindowedClient {
 fn hundred_thousand_datagrams_echoed_every_one_accounted_for() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (server, served) = echo(&h).await;
         let there = inet(&server.local_addr().unwrap());
         let (client, proto) = h
@@ -255,7 +259,7 @@ fn hundred_thousand_datagrams_echoed_every_one_accounted_for() {
 fn closed_port_error_names_the_destination_and_the_endpoint_goes_on() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (_guard, closed) = closed_port();
         let (live, _served) = echo(&h).await;
         let live_addr = inet(&live.local_addr().unwrap());
@@ -321,7 +325,7 @@ fn closed_port_error_over_ipv6_names_the_destination() {
     let closed = guard.local_addr().unwrap();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (t, p) = recorder(&h, local("[::1]:0")).await;
         for n in 1..=2 {
             t.sendto(b"into the void", closed).unwrap();
@@ -348,7 +352,7 @@ fn closed_port_error_over_ipv6_names_the_destination() {
 fn connected_endpoint_gets_refusals_for_its_peer() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (_guard, closed) = closed_port();
         let (t, p) = recorder(&h, DatagramOptions::default().remote_addr(closed)).await;
         for n in 1..=3 {
@@ -380,7 +384,7 @@ fn io_source(e: &Error) -> &std::io::Error {
 fn oversize_datagram_is_an_error_to_the_caller() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (rx, p) = recorder(&h, local("127.0.0.1:0")).await;
         let there = inet(&rx.local_addr().unwrap());
         let (t, _) = recorder(&h, local("127.0.0.1:0")).await;
@@ -417,7 +421,7 @@ fn oversize_datagram_is_an_error_to_the_caller() {
 fn bad_destinations_and_options_are_clear_errors() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (t, _) = recorder(&h, local("127.0.0.1:0")).await;
         let e = t.send(b"x").unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
@@ -478,7 +482,7 @@ fn bad_destinations_and_options_are_clear_errors() {
 fn broadcast_needs_allow_broadcast() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         // Bound to the loopback broadcast address, the receiver gets
         // broadcasts and nothing from other interfaces.
         let (rx, p) = match h
@@ -523,7 +527,7 @@ fn broadcast_needs_allow_broadcast() {
 fn multicast_v4_join_receive_leave() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let group = Ipv4Addr::new(239, 255, 77, 1);
         let lo = Ipv4Addr::LOCALHOST;
         let (rx, p) = recorder(&h, local(&format!("{group}:0"))).await;
@@ -559,7 +563,7 @@ fn multicast_v4_join_receive_leave() {
 fn multicast_v6_join_and_leave() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let group: Ipv6Addr = "ff12::7701".parse().unwrap();
         let rx = match h
             .create_datagram_endpoint(|| checked(Recorder::default()), local("[::1]:0"))
@@ -595,7 +599,7 @@ fn multicast_v6_join_and_leave() {
 fn pause_reading_in_connection_made_holds_datagrams_until_resumed() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let (rx, p) = h
             .create_datagram_endpoint(
                 || {
@@ -647,7 +651,7 @@ fn a_panic_aborts_that_endpoint_only() {
     let reports = Rc::new(RefCell::new(Vec::new()));
     let r = reports.clone();
     h.set_exception_handler(move |ctx| r.borrow_mut().push(ctx.kind));
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let lost = Rc::new(RefCell::new(Vec::new()));
         let l = lost.clone();
         let (fragile, _) = h
@@ -674,7 +678,7 @@ fn closing_the_loop_closes_its_endpoints() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     // An echo keeps its transport: a reference cycle only the loop can break.
-    let addr = run(&lp, async move {
+    let addr = run(&lp, DEADLINE, async move {
         let (t, _) = echo(&h).await;
         inet(&t.local_addr().unwrap())
     });

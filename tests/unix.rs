@@ -15,9 +15,14 @@ use protoloop::{
     CloseReason, Error, EventLoop, Protocol, SocketAddress, Transport, UnixAddr, UnixServerOptions,
 };
 
-mod net_support;
+mod common;
 
-use net_support::{TempPath, abstract_name, run, wait_until};
+use common::lifecycle::run;
+use common::unix::{TempPath, abstract_name};
+use common::{WAIT, wait_until};
+
+/// The bound on each test body.
+const DEADLINE: Duration = WAIT.saturating_mul(3);
 
 /// Echoes everything; stops reading while its own writes are paused, so
 /// a fast sender cannot make it buffer without bound.
@@ -126,7 +131,7 @@ fn ten_megabytes_echo_byte_exact_over_a_path() {
         "no IP address on a Unix server"
     );
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
         let (t, _proto) = h
@@ -196,7 +201,7 @@ fn half_close_both_ways() {
         )
         .unwrap();
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
         let (t, _proto) = h
@@ -242,7 +247,7 @@ fn abort_is_seen_by_the_peer_and_shutdown_drains() {
             UnixServerOptions::default(),
         )
         .unwrap();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         // One connection aborted by the client.
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
@@ -308,7 +313,7 @@ fn flow_control_pauses_and_resumes_the_writer() {
         )
         .unwrap();
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
         let (t, _p) = h
@@ -372,7 +377,7 @@ fn stale_socket_file_is_removed_but_a_live_one_is_not() {
     assert!(err.to_string().contains("live"), "{err}");
     assert!(path.path().exists());
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
         let (t, _p) = h
@@ -444,7 +449,7 @@ fn abstract_names_make_no_file_and_are_exclusive() {
         .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
         .unwrap_err();
     assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let seen = Rc::new(Seen::default());
         let s = seen.clone();
         let (t, _p) = h
@@ -467,7 +472,7 @@ fn connect_errors_are_clear() {
     let stale = TempPath::new("refused");
     drop(std::os::unix::net::UnixListener::bind(stale.path()).unwrap());
     let (m, s) = (missing.path().to_path_buf(), stale.path().to_path_buf());
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let e = h
             .create_unix_connection(Echo::new, m.as_path())
             .await
@@ -511,7 +516,7 @@ fn connect_retries_while_the_backlog_is_full() {
         )
         .unwrap();
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let first = h
             .create_unix_connection(Echo::new, p.as_path())
             .await
@@ -547,7 +552,7 @@ fn an_idle_timeout_closes_a_silent_client_and_spares_an_active_one() {
         )
         .unwrap();
     let p = path.path().to_path_buf();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         let silent = Rc::new(Seen::default());
         let s = silent.clone();
         let (_quiet, _) = h

@@ -11,10 +11,15 @@ use protoloop::{
     ProtocolHandle, SocketAddress, UnixAddr, UnixDatagramOptions, UnixServerOptions,
 };
 
-mod net_support;
+mod common;
 
-use net_support::{TempPath, abstract_name, checked, run, wait_until};
+use common::lifecycle::{checked, run};
+use common::unix::{TempPath, abstract_name};
+use common::{WAIT, wait_until};
 use protoloop::testing::Checked;
+
+/// The bound on each test body.
+const DEADLINE: Duration = WAIT.saturating_mul(3);
 
 /// A stream protocol that ignores its input.
 struct Sink;
@@ -102,7 +107,7 @@ fn unix_datagram_request_and_reply_between_paths() {
     );
     let to = UnixAddr::path(sp.path()).socket_address().unwrap();
     let (spath, cpath) = (sp.path().to_path_buf(), cp.path().to_path_buf());
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         client.sendto(b"abc", to.clone()).unwrap();
         client.sendto(b"", to.clone()).unwrap();
         client.sendto(b"hello", to).unwrap();
@@ -154,7 +159,7 @@ fn unix_datagram_flow_control(connected: bool) {
     };
     let (tx, tprot) = dgram(&h, DgramRecorder::default, opts);
     let to = name.socket_address().unwrap();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         const N: usize = 300;
         for i in 0..N {
             let mut d = vec![(i % 256) as u8; 1000];
@@ -248,7 +253,7 @@ fn unix_datagram_errors_are_clear() {
         )
         .unwrap_err();
     assert_eq!(e.io_kind(), Some(ErrorKind::NotFound), "{e}");
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         t.abort();
         wait_until(&h, "lost", || p.with(|p| !p.lost.is_empty())).await;
         p.with(|p| assert!(matches!(p.lost[..], [CloseReason::LocalAbort])));
@@ -277,7 +282,7 @@ fn unix_datagram_stale_path_removed_live_refused() {
         .create_unix_server(|| Sink, path.path(), UnixServerOptions::default())
         .unwrap_err();
     assert_eq!(e.io_kind(), Some(ErrorKind::AddrInUse), "{e}");
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         live.close();
         h.sleep(Duration::from_millis(1)).await;
     });
@@ -314,7 +319,7 @@ fn unix_datagram_unconnected_sender_retries_when_another_filled_the_queue() {
     }
     let (tx, tprot) = dgram(&h, DgramRecorder::default, UnixDatagramOptions::default());
     let to = name.socket_address().unwrap();
-    run(&lp, async move {
+    run(&lp, DEADLINE, async move {
         for i in 0..5u8 {
             tx.sendto(&[i], to.clone()).unwrap();
         }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a recording protocol, an echo
 //! protocol with flow control, bounded waits, a raw socket pair, and a
-//! small deterministic PRNG.
+//! small deterministic PRNG; in submodules, TCP servers (`net`), the
+//! per-thread lifecycle checker and its `run` (`lifecycle`), and unique
+//! Unix socket names (`unix`).
 //!
 //! Every wait here has a deadline, so a broken transport fails a test
 //! instead of hanging it.
@@ -16,7 +18,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub mod lifecycle;
 pub mod net;
+pub mod unix;
 
 use protoloop::{
     CloseReason, EventLoop, ExceptionContext, ExceptionKind, Handle, Protocol, Transport,

@@ -10,7 +10,7 @@ use super::*;
 /// Run the loop for `d` (output and pipe events get in).
 fn settle(lp: &EventLoop, d: Duration) {
     let h = lp.handle();
-    run(lp, async move { h.sleep(d).await });
+    run(lp, DEADLINE, async move { h.sleep(d).await });
 }
 
 /// `true` once `e` says the child is gone: the write met the broken pipe
@@ -36,7 +36,7 @@ fn a_child_killed_mid_write_with_unread_output() {
     let stdout = t.get_pipe_transport(1).unwrap();
     stdout.pause_reading();
     let stdin = t.get_pipe_transport(0).unwrap();
-    run(&lp, {
+    run(&lp, DEADLINE, {
         let log = log.clone();
         let h = h.clone();
         async move {
@@ -53,7 +53,7 @@ fn a_child_killed_mid_write_with_unread_output() {
     assert!(log.borrow().contains(&Ev::Pause));
 
     t.kill().unwrap();
-    let status = run(&lp, t.wait()).unwrap();
+    let status = run(&lp, DEADLINE, t.wait()).unwrap();
     assert_eq!(status.signal(), Some(9));
     settle(&lp, Duration::from_millis(50));
     {
@@ -77,7 +77,7 @@ fn a_child_killed_mid_write_with_unread_output() {
 
     // Nothing written before the kill is lost.
     stdout.resume_reading();
-    assert_eq!(run(&lp, ended).unwrap(), status);
+    assert_eq!(run(&lp, DEADLINE, ended).unwrap(), status);
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
     assert_eq!(data_of(&log, 1).len(), 60_000);
@@ -105,7 +105,7 @@ fn a_child_that_exits_while_a_grandchild_holds_stdout() {
         )
         .unwrap();
     let stdin = t.get_pipe_transport(0).unwrap();
-    let status = run(&lp, t.wait()).unwrap();
+    let status = run(&lp, DEADLINE, t.wait()).unwrap();
     assert_eq!(status.code(), Some(3));
     assert_eq!(t.returncode(), Some(status));
 
@@ -148,7 +148,7 @@ fn a_child_that_exits_while_a_grandchild_holds_stdout() {
     }
 
     // The grandchild finishes: its output comes, then the end.
-    assert_eq!(run(&lp, ended).unwrap(), status);
+    assert_eq!(run(&lp, DEADLINE, ended).unwrap(), status);
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
     assert_eq!(data_of(&log, 1), b"before\nafter\n");

@@ -87,7 +87,7 @@ fn ten_megabytes_through_cat_byte_exact() {
             SubprocessOptions::default(),
         )
         .unwrap();
-    let status = run(&lp, ended).unwrap();
+    let status = run(&lp, DEADLINE, ended).unwrap();
     assert!(status.success());
     assert_eq!(t.returncode(), Some(status));
     let log = log.borrow();

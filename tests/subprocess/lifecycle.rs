@@ -25,7 +25,7 @@ fn fifty_children_at_once() {
     }
     let pids: Vec<u32> = procs.iter().map(|p| p.pid()).collect();
     let h2 = h.clone();
-    let outs = run(&lp, async move {
+    let outs = run(&lp, DEADLINE, async move {
         let tasks: Vec<_> = procs
             .into_iter()
             .map(|p| h2.spawn(async move { p.communicate(None).await }))
@@ -64,7 +64,7 @@ fn dropping_a_kill_on_drop_transport_leaves_no_process() {
     let pid = t.pid();
     assert!(!proc_gone(pid));
     drop(t);
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.signal(), Some(9));
     check_order(&log.borrow(), &[0, 1, 2]);
     assert!(proc_gone(pid), "process {pid} left behind");
@@ -78,7 +78,7 @@ fn dropping_a_kill_on_drop_transport_leaves_no_process() {
         .unwrap();
     let pid = t.pid();
     drop(t);
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert!(st.success());
     assert!(proc_gone(pid));
 }
@@ -121,7 +121,7 @@ fn close_kills_a_running_child_and_still_ends() {
     assert!(!t.is_closing());
     t.close();
     assert!(t.is_closing());
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.signal(), Some(9));
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
@@ -139,7 +139,7 @@ fn a_grandchild_holding_the_pipes_delays_process_ended() {
         SubprocessOptions::default().stdin(Stdio::Null),
     )
     .unwrap();
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(3));
     let log = log.borrow();
     check_order(&log, &[1, 2]);
@@ -170,7 +170,7 @@ fn close_pipes_after_exit_bounds_the_wait_for_a_grandchild() {
         SubprocessOptions::default().close_pipes_after_exit(Duration::from_millis(200)),
     )
     .unwrap();
-    let st = run(&lp, ended).unwrap();
+    let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(3));
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);

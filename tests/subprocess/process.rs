@@ -18,11 +18,11 @@ fn env_cwd_and_null_streams() {
         )
         .unwrap();
     assert!(p.stdin().is_none());
-    let out = run(&lp, p.communicate(None)).unwrap();
+    let out = run(&lp, DEADLINE, p.communicate(None)).unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"hello\n/\nunset\n");
     // Input for a stdin that is not a pipe is an error, not dropped.
-    let e = run(&lp, p.communicate(Some(b"x"))).unwrap_err();
+    let e = run(&lp, DEADLINE, p.communicate(Some(b"x"))).unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)));
 }
 
@@ -39,7 +39,12 @@ fn communicate_read_line_and_stop() {
         .unwrap();
     let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let inp = input.clone();
-    let out = run(&lp, async move { p.communicate(Some(&inp)).await }).unwrap();
+    let out = run(
+        &lp,
+        DEADLINE,
+        async move { p.communicate(Some(&inp)).await },
+    )
+    .unwrap();
     assert!(out.status.success());
     assert!(out.stdout == input);
 
@@ -51,7 +56,7 @@ fn communicate_read_line_and_stop() {
             SubprocessOptions::default().kill_on_drop(true),
         )
         .unwrap();
-    let (line, st) = run(&lp, async move {
+    let (line, st) = run(&lp, DEADLINE, async move {
         let line = p.read_line(1).await.unwrap();
         let st = p.stop(Duration::from_millis(200)).await.unwrap();
         (line, st)
@@ -62,8 +67,11 @@ fn communicate_read_line_and_stop() {
     let p = h
         .create_subprocess_shell("printf 'a\\nb'; printf e >&2", SubprocessOptions::default())
         .unwrap();
-    assert!(run(&lp, p.read_line(0)).is_err(), "fd 0 is not collected");
-    let got = run(&lp, async move {
+    assert!(
+        run(&lp, DEADLINE, p.read_line(0)).is_err(),
+        "fd 0 is not collected"
+    );
+    let got = run(&lp, DEADLINE, async move {
         let a = p.read_line(1).await.unwrap();
         let b = p.read_line(1).await.unwrap();
         let c = p.read_line(1).await.unwrap();

@@ -72,6 +72,8 @@ use crate::transport::tcp::ConnectOptions;
 
 mod capture;
 mod error;
+#[cfg(test)]
+mod tests;
 
 pub use error::ProgramError;
 

@@ -224,13 +224,20 @@ impl Core {
             let _ = w.set_result(status);
         }
         self.call("process_exited", |p| p.process_exited());
+        // Not on a closed loop (a fixture reaping from `Drop`): nothing
+        // would fire the timer or ever take it off the heap.
         if self.open.get() != 0
+            && !self.handle.is_closed()
             && let Some(grace) = self.pipe_grace
         {
-            let me = self.clone();
+            // Weak: the core holds the timer, so a strong reference here
+            // would be a cycle that outlives a loop closed meanwhile.
+            let me = self.me.clone();
             let t = self.handle.call_later(grace, move || {
-                me.grace_timer.borrow_mut().take();
-                me.end_pipes(CloseReason::Timeout(TimeoutKind::PipeAfterExit));
+                if let Some(me) = me.upgrade() {
+                    me.grace_timer.borrow_mut().take();
+                    me.end_pipes(CloseReason::Timeout(TimeoutKind::PipeAfterExit));
+                }
             });
             *self.grace_timer.borrow_mut() = Some(t);
         }
@@ -304,6 +311,47 @@ impl Core {
         })
     }
 
+    /// Send `sig` to the child's process group, which must be its own:
+    /// never to a group the child merely belongs to (the parent's, by
+    /// default), and never once it has been reaped, when its pid, and so
+    /// the group id, may name another process.
+    pub(super) fn signal_group(&self, sig: rustix::process::Signal) -> Result<()> {
+        use rustix::process::{Pid, getpgid, kill_process_group};
+        let context = || {
+            format!(
+                "sending signal {} to the process group of process {} ({})",
+                sig.as_raw(),
+                self.pid,
+                self.name
+            )
+        };
+        let refuse = |kind, why: String| Error::io(context(), std::io::Error::new(kind, why));
+        if self.status.get().is_some() {
+            return Err(refuse(
+                std::io::ErrorKind::NotFound,
+                "the process has exited and been reaped, so its pid no longer names its group"
+                    .into(),
+            ));
+        }
+        let Some(pid) = Pid::from_raw(self.pid as i32) else {
+            return Err(Error::Unsupported("process id 0"));
+        };
+        // Not reaped (reaping happens only on this thread), so `pid` is
+        // still our child, if only as a zombie.
+        let pgid = getpgid(Some(pid)).map_err(|e| Error::io(context(), e.into()))?;
+        if pgid != pid {
+            return Err(refuse(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it is not a process group leader (it is in group {}); start it with \
+                     start_new_session(true) or process_group(0)",
+                    pgid.as_raw_nonzero()
+                ),
+            ));
+        }
+        kill_process_group(pid, sig).map_err(|e| Error::io(context(), e.into()))
+    }
+
     /// A future for the exit status.
     pub(super) fn exit_future(&self) -> SettableFuture<ExitStatus> {
         let f = self.handle.create_future();
@@ -335,6 +383,9 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        if let Some(t) = self.grace_timer.get_mut().take() {
+            t.cancel();
+        }
         if let Some((fd, token)) = self.pidfd.borrow_mut().take() {
             watch::unregister(&self.handle, fd, token);
         }

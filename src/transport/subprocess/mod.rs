@@ -44,15 +44,27 @@
 //! `NotFound` from `PermissionDenied`). All pipes are close-on-exec in the
 //! parent, so children started at the same time by other loops never hold
 //! each other's pipes open.
+//!
+//! # Sessions and process groups
+//!
+//! By default the child joins the parent's process group and session, so
+//! a Ctrl-C at the terminal reaches it too. As with asyncio's
+//! `create_subprocess_exec(..., start_new_session=True)` and
+//! `process_group=0` (Python 3.11+),
+//! [`SubprocessOptions::start_new_session`] runs it in a session of its
+//! own (`setsid`) and [`SubprocessOptions::process_group`] puts it in a
+//! process group (0: a new group whose id is the child's pid). Either way
+//! the child leads its own group, and
+//! [`SubprocessTransport::send_signal_to_group`] signals it together with
+//! every process it started (asyncio's
+//! `os.killpg(os.getpgid(p.pid), sig)`): the way to stop a shell and its
+//! background jobs at once.
 
 use std::cell::RefCell;
-use std::ffi::{OsStr, OsString};
-use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::rc::Rc;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
@@ -61,6 +73,7 @@ use crate::transport::ProtocolHandle;
 use crate::transport::pipe::{ReadPipe, WritePipe};
 
 mod core;
+mod options;
 mod process;
 mod transport;
 mod watch;
@@ -68,199 +81,12 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use options::{Stdio, SubprocessOptions};
 pub use process::Process;
 pub use transport::SubprocessTransport;
 
 use self::core::{Core, PipeProto, PipeRef};
-use watch::WatchMode;
-
-/// Where one of the child's standard streams goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Stdio {
-    /// A pipe to the loop: stdin becomes a write transport, stdout and
-    /// stderr are delivered to `pipe_data_received`.
-    Pipe,
-    /// The parent's own stream.
-    Inherit,
-    /// `/dev/null`.
-    Null,
-    /// For stderr only: the same place as stdout (`2>&1`). With
-    /// `stdout(Stdio::Pipe)` both arrive as fd 1, in the order written.
-    Stdout,
-}
-
-/// How to start a child: its environment, working directory, and where
-/// its standard streams go. All three streams are pipes by default (as
-/// in asyncio's `loop.subprocess_exec`).
-///
-/// ```
-/// use std::time::Duration;
-/// use protoloop::{Stdio, SubprocessOptions};
-///
-/// let opts = SubprocessOptions::default()
-///     .stdin(Stdio::Null)
-///     .stderr(Stdio::Stdout)
-///     .env("LANG", "C")
-///     .current_dir("/")
-///     .kill_on_drop(true)
-///     .close_pipes_after_exit(Duration::from_secs(1));
-/// # let _ = opts;
-/// ```
-#[derive(Clone)]
-pub struct SubprocessOptions {
-    stdin: Stdio,
-    stdout: Stdio,
-    stderr: Stdio,
-    env_clear: bool,
-    env: Vec<(OsString, Option<OsString>)>,
-    cwd: Option<PathBuf>,
-    kill_on_drop: bool,
-    pipe_grace: Option<Duration>,
-    pub(crate) watch: WatchMode,
-}
-
-impl Default for SubprocessOptions {
-    fn default() -> Self {
-        SubprocessOptions {
-            stdin: Stdio::Pipe,
-            stdout: Stdio::Pipe,
-            stderr: Stdio::Pipe,
-            env_clear: false,
-            env: Vec::new(),
-            cwd: None,
-            kill_on_drop: false,
-            pipe_grace: None,
-            watch: WatchMode::Auto,
-        }
-    }
-}
-
-impl fmt::Debug for SubprocessOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubprocessOptions")
-            .field("stdin", &self.stdin)
-            .field("stdout", &self.stdout)
-            .field("stderr", &self.stderr)
-            .field("env_clear", &self.env_clear)
-            .field("env", &self.env)
-            .field("cwd", &self.cwd)
-            .field("kill_on_drop", &self.kill_on_drop)
-            .field("close_pipes_after_exit", &self.pipe_grace)
-            .finish()
-    }
-}
-
-impl SubprocessOptions {
-    /// Where the child's stdin comes from (default [`Stdio::Pipe`]).
-    pub fn stdin(mut self, s: Stdio) -> Self {
-        self.stdin = s;
-        self
-    }
-    /// Where the child's stdout goes (default [`Stdio::Pipe`]).
-    pub fn stdout(mut self, s: Stdio) -> Self {
-        self.stdout = s;
-        self
-    }
-    /// Where the child's stderr goes (default [`Stdio::Pipe`];
-    /// [`Stdio::Stdout`] merges it into stdout).
-    pub fn stderr(mut self, s: Stdio) -> Self {
-        self.stderr = s;
-        self
-    }
-    /// Set an environment variable for the child.
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env
-            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
-        self
-    }
-    /// Remove an environment variable for the child.
-    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), None));
-        self
-    }
-    /// Start from an empty environment (then add with [`env`](Self::env)).
-    pub fn env_clear(mut self) -> Self {
-        self.env_clear = true;
-        self.env.clear();
-        self
-    }
-    /// Run the child in this directory.
-    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cwd = Some(dir.into());
-        self
-    }
-    /// Kill the child (`SIGKILL`) when the last owner handle (the
-    /// transport returned by `subprocess_exec`, or the [`Process`]) is
-    /// dropped while it still runs. Default off, as in asyncio and tokio.
-    pub fn kill_on_drop(mut self, on: bool) -> Self {
-        self.kill_on_drop = on;
-        self
-    }
-    /// Once the child has exited, close pipes still open after `grace`
-    /// (held open by a process the child started), so that
-    /// `process_ended` comes. Default: wait for them however long.
-    pub fn close_pipes_after_exit(mut self, grace: Duration) -> Self {
-        self.pipe_grace = Some(grace);
-        self
-    }
-}
-
-fn std_stdio(s: Stdio) -> Result<std::process::Stdio> {
-    Ok(match s {
-        Stdio::Pipe => std::process::Stdio::piped(),
-        Stdio::Inherit => std::process::Stdio::inherit(),
-        Stdio::Null => std::process::Stdio::null(),
-        Stdio::Stdout => {
-            return Err(Error::Unsupported(
-                "Stdio::Stdout (merge into stdout) is only valid for stderr",
-            ));
-        }
-    })
-}
-
-fn pipe_error(e: std::io::Error) -> Error {
-    Error::io("creating a pipe for the child", e)
-}
-
-/// Set up `cmd`'s streams; returns the read end of the stdout pipe when
-/// stderr is merged into it (std has no `2>&1`, so the pipe is ours).
-fn configure_stdio(cmd: &mut Command, opts: &SubprocessOptions) -> Result<Option<OwnedFd>> {
-    cmd.stdin(std_stdio(opts.stdin)?);
-    if opts.stderr != Stdio::Stdout {
-        cmd.stdout(std_stdio(opts.stdout)?);
-        cmd.stderr(std_stdio(opts.stderr)?);
-        return Ok(None);
-    }
-    match opts.stdout {
-        Stdio::Pipe => {
-            // Close-on-exec in the parent; the child gets them as 1 and 2.
-            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| pipe_error(e.into()))?;
-            let w2 = w.try_clone().map_err(pipe_error)?;
-            cmd.stdout(w2);
-            cmd.stderr(w);
-            Ok(Some(r))
-        }
-        Stdio::Inherit => {
-            let out = std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("duplicating stdout for the child's stderr", e))?;
-            cmd.stdout(std::process::Stdio::inherit());
-            cmd.stderr(out);
-            Ok(None)
-        }
-        Stdio::Null => {
-            cmd.stdout(std::process::Stdio::null());
-            cmd.stderr(std::process::Stdio::null());
-            Ok(None)
-        }
-        Stdio::Stdout => Err(Error::Unsupported(
-            "Stdio::Stdout (merge into stdout) is only valid for stderr",
-        )),
-    }
-}
+use options::{configure_session, configure_stdio};
 
 impl Handle {
     /// Start `program` with `args` and run the protocol made by `factory`
@@ -357,6 +183,7 @@ where
     if handle.is_closed() {
         return Err(Error::LoopClosed);
     }
+    configure_session(&mut cmd, &opts)?;
     let merged = configure_stdio(&mut cmd, &opts)?;
     // Made before the spawn, so a panicking factory leaves no child.
     let proto = Rc::new(RefCell::new(factory()));
@@ -377,10 +204,17 @@ where
     // merged pipe's write end): drop them now, or EOF never comes.
     drop(cmd);
     let mut child = spawned.map_err(|e| {
-        let context = match &opts.cwd {
-            Some(dir) => format!("could not start {name} in {}", dir.display()),
-            None => format!("could not start {name}"),
-        };
+        let mut context = format!("could not start {name}");
+        if let Some(dir) = &opts.cwd {
+            context += &format!(" in {}", dir.display());
+        }
+        // setpgid and setsid fail in the child, and say only EPERM.
+        if let Some(pgid) = opts.process_group {
+            context += &format!(" in process group {pgid}");
+        }
+        if opts.new_session {
+            context += " in a new session";
+        }
         Error::io(context, e)
     })?;
     let stdin = child.stdin.take().map(OwnedFd::from);

@@ -171,6 +171,11 @@ impl Process {
         self.transport.send_signal(sig)
     }
 
+    /// See [`SubprocessTransport::send_signal_to_group`].
+    pub fn send_signal_to_group(&self, sig: i32) -> Result<()> {
+        self.transport.send_signal_to_group(sig)
+    }
+
     /// `SIGTERM`.
     pub fn terminate(&self) -> Result<()> {
         self.transport.terminate()

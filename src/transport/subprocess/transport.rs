@@ -117,6 +117,63 @@ impl SubprocessTransport {
         self.signal(signal)
     }
 
+    /// Send signal `sig` to the child's whole process group: the child
+    /// and every process it started that stayed in its group (asyncio's
+    /// `os.killpg(os.getpgid(p.pid), sig)`). The child must lead its own
+    /// group, so start it with
+    /// [`start_new_session(true)`](super::SubprocessOptions::start_new_session)
+    /// or [`process_group(0)`](super::SubprocessOptions::process_group).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] with kind `InvalidInput` if the child is not a group
+    /// leader (it is in the parent's group by default, and signalling that
+    /// would hit the parent too); with kind `NotFound` once the child has
+    /// been reaped (its pid may name another process by then: signal the
+    /// group before awaiting the exit); `InvalidInput` too for an unknown
+    /// signal number; [`Error::Closed`] from a protocol's handle whose
+    /// process state is gone (the loop was closed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use protoloop::{EventLoop, SubprocessOptions};
+    ///
+    /// let lp = EventLoop::new().unwrap();
+    /// let h = lp.handle();
+    /// let lone = h.create_subprocess_exec("sleep", ["30"], SubprocessOptions::default()).unwrap();
+    /// // In the parent's group: refused, nothing sent.
+    /// let e = lone.transport().send_signal_to_group(15).unwrap_err();
+    /// assert_eq!(e.io_kind(), Some(std::io::ErrorKind::InvalidInput));
+    /// lone.kill().unwrap();
+    ///
+    /// let opts = SubprocessOptions::default().start_new_session(true);
+    /// let p = h.create_subprocess_shell("sleep 30 & sleep 30 & wait", opts).unwrap();
+    /// p.transport().send_signal_to_group(9).unwrap();
+    /// lp.run_until_complete(async move { p.wait().await }).unwrap().unwrap();
+    /// ```
+    pub fn send_signal_to_group(&self, sig: i32) -> Result<()> {
+        let signal = Signal::from_named_raw(sig).ok_or_else(|| {
+            Error::io(
+                format!("send_signal_to_group({sig})"),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a known signal number",
+                ),
+            )
+        })?;
+        match self.core() {
+            Some(core) => core.signal_group(signal),
+            None if self.status.get().is_some() => Err(Error::io(
+                format!("send_signal_to_group({sig}) to process {}", self.pid),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the process has exited and been reaped, so its pid no longer names its group",
+                ),
+            )),
+            None => Err(Error::Closed),
+        }
+    }
+
     fn signal(&self, sig: Signal) -> Result<()> {
         if self.status.get().is_some() {
             return Ok(());
