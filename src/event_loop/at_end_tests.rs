@@ -1,4 +1,5 @@
-//! The end-of-iteration hooks (`Handle::at_iteration_end`).
+//! The end-of-iteration hooks (`Handle::at_iteration_end`), and what
+//! scheduling does on a closed loop.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -85,4 +86,21 @@ fn closing_the_loop_drops_hooks_that_never_ran() {
     assert_eq!(Rc::strong_count(&held), 2);
     lp.close().unwrap();
     assert_eq!(Rc::strong_count(&held), 1);
+}
+
+#[test]
+fn scheduling_on_a_closed_loop_drops_the_callback_and_cancels_the_handle() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    lp.close().unwrap();
+    let held = Rc::new(());
+    let (a, b, c) = (held.clone(), held.clone(), held.clone());
+    let soon = h.call_soon(move || drop(a));
+    let later = h.call_later(std::time::Duration::from_secs(1), move || drop(b));
+    h.at_iteration_end(Box::new(move || drop(c)));
+    assert!(soon.cancelled());
+    assert!(later.cancelled());
+    assert_eq!(Rc::strong_count(&held), 1, "nothing kept by a closed loop");
+    let stats = h.stats();
+    assert_eq!((stats.ready, stats.timers), (0, 0));
 }

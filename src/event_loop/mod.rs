@@ -351,6 +351,11 @@ impl Handle {
 
     /// Run `callback` on a later iteration, after the callbacks already
     /// scheduled (FIFO).
+    ///
+    /// On a closed loop nothing will ever run: the callback is dropped at
+    /// once and the handle comes back cancelled (asyncio raises
+    /// `RuntimeError` here). Keeping it would keep whatever it holds alive
+    /// for as long as the loop's memory.
     #[track_caller]
     pub fn call_soon<F: FnOnce() + 'static>(&self, callback: F) -> CallbackHandle {
         let entry = Entry::new(
@@ -360,16 +365,24 @@ impl Handle {
             Location::caller(),
             std::any::type_name::<F>(),
         );
-        self.inner.ready.borrow_mut().push_back(entry.clone());
-        CallbackHandle(entry)
+        let handle = CallbackHandle(entry.clone());
+        if self.inner.closed.get() {
+            handle.cancel();
+        } else {
+            self.inner.ready.borrow_mut().push_back(entry);
+        }
+        handle
     }
 
     /// Run `hook` at the end of the current iteration, after the ready
     /// callbacks and the woken tasks; outside `run_once`, at the end of the
     /// next one. Unlike `call_soon` it costs no extra poll: it is for
     /// flushing what the iteration's callbacks and tasks batched up.
+    /// Dropped at once on a closed loop, as `call_soon` does.
     pub(crate) fn at_iteration_end(&self, hook: Box<dyn FnOnce()>) {
-        self.inner.at_end.borrow_mut().push(hook);
+        if !self.inner.closed.get() {
+            self.inner.at_end.borrow_mut().push(hook);
+        }
     }
 
     /// Run `callback` once `delay` has passed. Delays are capped at about
@@ -381,7 +394,8 @@ impl Handle {
         self.call_at(when, callback)
     }
 
-    /// Run `callback` at `when`, on the loop's clock.
+    /// Run `callback` at `when`, on the loop's clock. On a closed loop the
+    /// handle comes back cancelled, as for [`call_soon`](Self::call_soon).
     #[track_caller]
     pub fn call_at<F: FnOnce() + 'static>(&self, when: Instant, callback: F) -> TimerHandle {
         let entry = Entry::new(
@@ -391,8 +405,13 @@ impl Handle {
             Location::caller(),
             std::any::type_name::<F>(),
         );
-        self.inner.timers.borrow_mut().push(entry.clone());
-        TimerHandle(entry)
+        let handle = TimerHandle(entry.clone());
+        if self.inner.closed.get() {
+            handle.cancel();
+        } else {
+            self.inner.timers.borrow_mut().push(entry);
+        }
+        handle
     }
 
     /// Replace the exception handler (see [`ExceptionContext`]). The
