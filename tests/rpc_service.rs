@@ -232,3 +232,28 @@ fn frames_of_replies(mut wire: &[u8]) -> Vec<i64> {
     assert!(wire.is_empty(), "a partial reply frame");
     out
 }
+
+#[test]
+fn async_replies_finished_in_one_iteration_leave_in_one_write() {
+    use protoloop::Protocol;
+
+    run(|h| async move {
+        let gated = GatedAdder::new(&h, 32);
+        let mut proto = gated.service().protocol();
+        let t = RecordingTransport::new();
+        proto.connection_made(t.transport());
+        proto.data_received(&frames((0..32).map(|i| AddRequest { a: i, b: 1 })));
+        // Let the handlers start and wait at their gates.
+        h.sleep(Duration::from_millis(5)).await;
+        assert_eq!(writes(&t), 0);
+        // Every handler finishes in the same iteration: one write.
+        for i in (0..32).rev() {
+            gated.gates.open(i);
+        }
+        until(&h, || writes(&t) > 0).await;
+        h.sleep(Duration::from_millis(5)).await;
+        assert_eq!(writes(&t), 1);
+        let replies = frames_of_replies(&t.written());
+        assert_eq!(replies, (1..=32).collect::<Vec<i64>>());
+    });
+}

@@ -303,14 +303,26 @@ impl<Resp: prost::Message + 'static> Conn<Resp> {
     }
 
     fn write(&self, frame: Bytes) {
-        if let Some(link) = &self.link
-            && link
-                .write_with(|held| held.extend_from_slice(&frame))
-                .is_none()
+        let Some(link) = &self.link else { return };
+        if link
+            .write_with(|held| held.extend_from_slice(&frame))
+            .is_some()
         {
+            return;
+        }
+        // An async handler's reply, outside `data_received`: held until
+        // the end of the loop iteration, so that the replies the tasks of
+        // one iteration finish leave in one write, not a write each.
+        match Handle::try_current() {
+            Some(h) => {
+                if link.hold(&frame) {
+                    let link = link.clone();
+                    h.at_iteration_end(Box::new(move || link.uncork()));
+                }
+            }
             // A refused write means the connection is closing; its loss
             // is reported to the client by the connection itself.
-            let _ = link.real.write_bytes(frame);
+            None => drop(link.real.write_bytes(frame)),
         }
     }
 
