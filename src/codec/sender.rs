@@ -97,8 +97,13 @@ impl Link {
     /// see to the [`uncork`](Link::uncork), for example at the end of the
     /// loop iteration as the RPC client does.
     pub(crate) fn hold(&self, data: &[u8]) -> bool {
-        self.held.borrow_mut().extend_from_slice(data);
-        !self.corked.replace(true)
+        self.hold_with(|held| held.extend_from_slice(data)).1
+    }
+
+    /// Like [`hold`](Link::hold), appending with `fill`.
+    pub(crate) fn hold_with<R>(&self, fill: impl FnOnce(&mut BytesMut) -> R) -> (R, bool) {
+        let r = fill(&mut self.held.borrow_mut());
+        (r, !self.corked.replace(true))
     }
 
     /// Append to the held writes with `fill` if corked (no allocation of

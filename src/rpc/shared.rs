@@ -48,13 +48,13 @@ where
     /// The codecs of requests: bare, or in envelopes.
     requests: MessageCodec<(), Req>,
     envelopes: MessageCodec<(), Envelope>,
-    state: RefCell<State<Resp>>,
+    state: RefCell<State<Req, Resp>>,
 }
 
-struct State<Resp> {
+struct State<Req, Resp> {
     corr: Correlator<String>,
     /// By our own sequential ids, so FxHash (see the correlator).
-    slots: FxHashMap<CallId, Slot<Resp>>,
+    slots: FxHashMap<CallId, Slot<Req, Resp>>,
     conn: Conn,
     /// Which connection the protocol callbacks are for; callbacks of an
     /// older one are ignored.
@@ -72,30 +72,33 @@ enum Conn {
     Failed(RpcError),
 }
 
-struct Slot<Resp> {
-    /// The framed request, until it is sent.
-    frame: Option<Bytes>,
+struct Slot<Req, Resp> {
+    /// The request, until it is sent.
+    outgoing: Option<Outgoing<Req>>,
     timeout: Option<Duration>,
     result: Option<Result<Resp, RpcError>>,
     waker: Option<Waker>,
 }
 
-/// A request before it has an id: a whole frame, or (with ids) the body
-/// its envelope will carry.
-enum Encoded {
+/// A request waiting to be sent.
+enum Outgoing<Req> {
+    /// Without ids: the message itself, framed straight into the held
+    /// writes when it is sent (no buffer of its own). Its size was checked
+    /// when it was called.
+    Message(Req),
+    /// With ids: the enveloped frame.
     Frame(Bytes),
-    Body(Bytes),
 }
 
 /// Store the outcome of call `id`; returns the waker to wake once the
 /// state is released.
-fn complete<Resp>(
-    st: &mut State<Resp>,
+fn complete<Req, Resp>(
+    st: &mut State<Req, Resp>,
     id: CallId,
     result: Result<Resp, RpcError>,
 ) -> Option<Waker> {
     let slot = st.slots.get_mut(&id)?;
-    slot.frame = None;
+    slot.outgoing = None;
     slot.result = Some(result);
     slot.waker.take()
 }
@@ -176,7 +179,7 @@ where
     ///
     /// A request counts as sent at once, but its bytes wait in the link
     /// until the end of the loop iteration (see `flush_at_iteration_end`).
-    fn pump(&self, st: &mut State<Resp>) {
+    fn pump(&self, st: &mut State<Req, Resp>) {
         let Conn::Up(link) = &st.conn else { return };
         let link = link.clone();
         if link.real.is_closing() {
@@ -190,12 +193,21 @@ where
             let Some(id) = st.corr.next_to_send() else {
                 break;
             };
-            let frame = st
+            let outgoing = st
                 .slots
                 .get_mut(&id)
-                .and_then(|s| s.frame.take())
-                .expect("a queued call keeps its frame");
-            if link.hold(&frame) {
+                .and_then(|s| s.outgoing.take())
+                .expect("a queued call keeps its request");
+            let started = match outgoing {
+                Outgoing::Message(request) => {
+                    let (r, started) =
+                        link.hold_with(|held| self.requests.encode_into(&request, held));
+                    r.expect("the request's size was checked when it was called");
+                    started
+                }
+                Outgoing::Frame(frame) => link.hold(&frame),
+            };
+            if started {
                 self.flush_at_iteration_end(link.clone());
             }
         }
@@ -221,7 +233,7 @@ where
     }
 
     /// Keep one timer, at or before the earliest deadline.
-    fn rearm(&self, st: &mut State<Resp>) {
+    fn rearm(&self, st: &mut State<Req, Resp>) {
         let next = st.corr.next_deadline();
         match (next, &st.timer) {
             (Some(n), Some((armed, _))) if *armed <= n => {}
@@ -359,28 +371,26 @@ where
         }
     }
 
-    fn encode(&self, request: &Req) -> Result<Encoded, CodecError> {
+    /// Check that `request` can be sent; with ids, its body.
+    fn prepare(&self, request: &Req) -> Result<Option<Bytes>, CodecError> {
         match self.opts.correlation {
-            Correlation::ById => Ok(Encoded::Body(request.encode_to_vec().into())),
-            _ => self.requests.encode_frame(request).map(Encoded::Frame),
-        }
-    }
-
-    fn frame(&self, id: CallId, encoded: Encoded) -> Result<Bytes, CodecError> {
-        match encoded {
-            Encoded::Frame(f) => Ok(f),
-            Encoded::Body(body) => self.envelopes.encode_frame(&Envelope { id: id.0, body }),
+            Correlation::ById => Ok(Some(request.encode_to_vec().into())),
+            _ => {
+                self.requests
+                    .framing()
+                    .check_length(request.encoded_len())?;
+                Ok(None)
+            }
         }
     }
 
     pub(crate) fn call(self: &Rc<Self>, request: Req, timeout: Option<Duration>) -> Call<Resp> {
         // User code (the key extractor) runs before the state is borrowed.
         let key = self.opts.keys.as_ref().map(|(k, _)| k(&request));
-        let encoded = match self.encode(&request) {
-            Ok(e) => e,
+        let body = match self.prepare(&request) {
+            Ok(b) => b,
             Err(e) => return Call::failed(RpcError::Codec(e)),
         };
-        drop(request);
         // Saturating: `Duration::MAX` means "never", as for `call_later`.
         let deadline = timeout.map(|t| crate::time::after(self.handle.time(), t));
         let mut st = self.state.borrow_mut();
@@ -391,17 +401,20 @@ where
             return Call::failed(e.clone());
         }
         let id = st.corr.submit(key, deadline);
-        let frame = match self.frame(id, encoded) {
-            Ok(f) => f,
-            Err(e) => {
-                st.corr.cancel(id);
-                return Call::failed(RpcError::Codec(e));
-            }
+        let outgoing = match body {
+            None => Outgoing::Message(request),
+            Some(body) => match self.envelopes.encode_frame(&Envelope { id: id.0, body }) {
+                Ok(frame) => Outgoing::Frame(frame),
+                Err(e) => {
+                    st.corr.cancel(id);
+                    return Call::failed(RpcError::Codec(e));
+                }
+            },
         };
         st.slots.insert(
             id,
             Slot {
-                frame: Some(frame),
+                outgoing: Some(outgoing),
                 timeout,
                 result: None,
                 waker: None,
