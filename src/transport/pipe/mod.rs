@@ -72,20 +72,20 @@
 //! assert_eq!(got, b"hello");
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::OwnedFd;
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use mio::event::Source;
 use mio::{Interest, Token};
 
 use super::invoke::{self, NotCalled};
-use super::{ProtocolHandle, Transport};
+use super::{ProtocolHandle, Transport, TransportImpl};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
-use crate::protocol::Protocol;
+use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::IoHandler;
 
 mod read;
@@ -182,6 +182,145 @@ fn register<S: Source>(
             };
             Err(Error::io(context, e))
         }
+    }
+}
+
+/// What the two pipe transports hold alike: the loop, the descriptor and
+/// its registration, and the protocol.
+pub(crate) struct PipeEnd<E> {
+    handle: Handle,
+    fd: RawFd,
+    token: Cell<Option<Token>>,
+    pipe: RefCell<Option<E>>,
+    protocol: ProtoSlot,
+}
+
+impl<E: Source> PipeEnd<E> {
+    /// Release the descriptor: deregister and close it. Idempotent.
+    fn release(&self) {
+        let pipe = self.pipe.borrow_mut().take();
+        if let Some(mut pipe) = pipe {
+            if let Some(token) = self.token.take() {
+                self.handle.inner.reactor.remove(&mut pipe, token);
+            }
+            drop(pipe);
+        }
+    }
+
+    /// `set_protocol`: refused once the transport is gone and its protocol
+    /// dropped, so that no callback can reach the new one.
+    fn set_protocol(&self, lost: bool, protocol: Rc<RefCell<dyn Protocol>>) {
+        if !lost || self.protocol.get().is_some() {
+            self.protocol.set(protocol);
+        }
+    }
+
+    /// `extra("fd")`, while the descriptor is open.
+    fn extra(&self, lost: bool, key: &str) -> Option<Box<dyn std::any::Any>> {
+        match key {
+            "fd" if !lost => Some(Box::new(self.fd)),
+            _ => None,
+        }
+    }
+}
+
+/// A transport on one end of a pipe: what `ReadPipe` and `WritePipe`
+/// share, written once.
+pub(crate) trait PipeTransport: TransportImpl + Sized + 'static {
+    /// mio's type for this end.
+    type End: Source;
+
+    fn end(&self) -> &PipeEnd<Self::End>;
+
+    fn me(&self) -> &Weak<Self>;
+
+    /// Release the descriptor now and schedule `connection_lost(reason)`.
+    /// Idempotent.
+    fn finish(&self, reason: CloseReason);
+
+    fn rc(&self) -> Rc<Self> {
+        self.me()
+            .upgrade()
+            .expect("transport is alive while its methods run")
+    }
+
+    /// Call the protocol; a panic ends the transport. `false` if the call
+    /// did not complete.
+    fn call(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
+        let end = self.end();
+        match end.protocol.call(&end.handle, what, f) {
+            Ok(called) => called,
+            Err(msg) => {
+                self.finish(CloseReason::Panic(msg));
+                false
+            }
+        }
+    }
+
+    /// Call `connection_made`.
+    fn start(self: &Rc<Self>) {
+        let t = Transport::new(self.clone());
+        self.call("connection_made", |p| p.connection_made(t));
+    }
+
+    /// The end of `finish`, once its own state says lost: release the
+    /// descriptor and schedule `connection_lost`, after which the protocol
+    /// is dropped.
+    fn release_and_report(&self, reason: CloseReason) {
+        self.end().release();
+        let me = self.rc();
+        self.end().handle.call_soon(move || {
+            me.call("connection_lost", |p| p.connection_lost(reason));
+            me.end().protocol.clear();
+        });
+    }
+}
+
+/// Make `fd` non-blocking as mio's `E` and register it for `interest`,
+/// with the transport `build` makes as its handler; the protocol is not
+/// called until [`PipeTransport::start`].
+fn open_end<T, E>(
+    handle: &Handle,
+    fd: OwnedFd,
+    protocol: Rc<RefCell<dyn Protocol>>,
+    interest: Interest,
+    build: impl FnOnce(PipeEnd<E>, Weak<T>) -> T,
+) -> Result<Rc<T>>
+where
+    T: PipeTransport<End = E> + IoHandler,
+    E: Source + From<OwnedFd> + NonBlocking,
+{
+    let raw = fd.as_raw_fd();
+    let mut pipe = E::from(fd);
+    pipe.set_nonblocking(true).map_err(nonblocking_error)?;
+    let end = PipeEnd {
+        handle: handle.clone(),
+        fd: raw,
+        token: Cell::new(None),
+        pipe: RefCell::new(None),
+        protocol: ProtoSlot::new(protocol),
+    };
+    let t = Rc::new_cyclic(|me| build(end, me.clone()));
+    let token = register(handle, &mut pipe, t.clone(), interest)?;
+    t.end().token.set(Some(token));
+    *t.end().pipe.borrow_mut() = Some(pipe);
+    Ok(t)
+}
+
+/// mio's two pipe ends, which have the same inherent `set_nonblocking`.
+trait NonBlocking {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+}
+
+impl NonBlocking for mio::unix::pipe::Receiver {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        mio::unix::pipe::Receiver::set_nonblocking(self, on)
+    }
+}
+
+impl NonBlocking for mio::unix::pipe::Sender {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        mio::unix::pipe::Sender::set_nonblocking(self, on)
     }
 }
 

@@ -1,21 +1,21 @@
 //! The read end of a pipe as a transport.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use mio::Interest;
 use mio::unix::pipe::Receiver;
-use mio::{Interest, Token};
 
-use super::{ProtoSlot, nonblocking_error, register};
+use super::{PipeEnd, PipeTransport, open_end};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::transport::buffer::{DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
-use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats};
+use crate::transport::{SocketAddress, TransportImpl, TransportStats};
 
 /// Reads in a row before yielding to the rest of the loop.
 const MAX_READS_PER_EVENT: usize = 16;
@@ -32,63 +32,49 @@ struct State {
 
 /// The transport of a pipe's read end.
 pub(crate) struct ReadPipe {
-    handle: Handle,
+    end: PipeEnd<Receiver>,
     me: Weak<ReadPipe>,
-    fd: RawFd,
-    token: Cell<Option<Token>>,
-    pipe: RefCell<Option<Receiver>>,
-    protocol: ProtoSlot,
     st: RefCell<State>,
+}
+
+impl PipeTransport for ReadPipe {
+    type End = Receiver;
+
+    fn end(&self) -> &PipeEnd<Receiver> {
+        &self.end
+    }
+
+    fn me(&self) -> &Weak<Self> {
+        &self.me
+    }
+
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+        }
+        self.release_and_report(reason);
+    }
 }
 
 impl ReadPipe {
     /// Make `fd` non-blocking and register it; the protocol is not called
-    /// until [`ReadPipe::start`].
+    /// until [`PipeTransport::start`].
     pub(crate) fn open(
         handle: &Handle,
         fd: OwnedFd,
         protocol: Rc<RefCell<dyn Protocol>>,
     ) -> Result<Rc<ReadPipe>> {
-        let raw = fd.as_raw_fd();
-        let mut pipe = Receiver::from(fd);
-        pipe.set_nonblocking(true).map_err(nonblocking_error)?;
-        let t = Rc::new_cyclic(|me| ReadPipe {
-            handle: handle.clone(),
-            me: me.clone(),
-            fd: raw,
-            token: Cell::new(None),
-            pipe: RefCell::new(None),
-            protocol: ProtoSlot::new(protocol),
-            st: RefCell::new(State::default()),
-        });
-        let token = register(handle, &mut pipe, t.clone(), Interest::READABLE)?;
-        t.token.set(Some(token));
-        *t.pipe.borrow_mut() = Some(pipe);
-        Ok(t)
-    }
-
-    /// Call `connection_made`.
-    pub(crate) fn start(self: &Rc<Self>) {
-        let t = Transport::new(self.clone());
-        self.call("connection_made", |p| p.connection_made(t));
-    }
-
-    fn rc(&self) -> Rc<Self> {
-        self.me
-            .upgrade()
-            .expect("transport is alive while its methods run")
-    }
-
-    /// Call the protocol; a panic ends the transport. `false` if the call
-    /// did not complete.
-    fn call(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
-        match self.protocol.call(&self.handle, what, f) {
-            Ok(called) => called,
-            Err(msg) => {
-                self.finish(CloseReason::Panic(msg));
-                false
+        open_end(handle, fd, protocol, Interest::READABLE, |end, me| {
+            ReadPipe {
+                end,
+                me,
+                st: RefCell::new(State::default()),
             }
-        }
+        })
     }
 
     fn can_read(&self) -> bool {
@@ -97,7 +83,7 @@ impl ReadPipe {
     }
 
     fn pipe_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.pipe.borrow().as_ref() {
+        match self.end.pipe.borrow().as_ref() {
             Some(mut p) => loop {
                 match p.read(buf) {
                     Err(e) if interrupted(&e) => continue,
@@ -116,25 +102,25 @@ impl ReadPipe {
             if !self.can_read() {
                 return;
             }
-            let mut buf = self.handle.take_read_buf();
+            let mut buf = self.end.handle.take_read_buf();
             let res = self.pipe_read(&mut buf);
             let full = match res {
                 Ok(0) => {
-                    self.handle.put_read_buf(buf);
+                    self.end.handle.put_read_buf(buf);
                     return self.eof();
                 }
                 Ok(n) => {
                     self.st.borrow_mut().stats.bytes_received += n as u64;
                     let ok = self.call("data_received", |p| p.data_received(&buf[..n]));
                     let full = n == buf.len();
-                    self.handle.put_read_buf(buf);
+                    self.end.handle.put_read_buf(buf);
                     if !ok {
                         return;
                     }
                     full
                 }
                 Err(e) => {
-                    self.handle.put_read_buf(buf);
+                    self.end.handle.put_read_buf(buf);
                     if !would_block(&e) {
                         self.finish(CloseReason::from_io(e));
                     }
@@ -146,7 +132,7 @@ impl ReadPipe {
             }
         }
         let me = self.clone();
-        self.handle.call_soon(move || me.read_ready());
+        self.end.handle.call_soon(move || me.read_ready());
     }
 
     fn eof(self: &Rc<Self>) {
@@ -157,36 +143,6 @@ impl ReadPipe {
             p.eof_received();
         });
         self.finish(CloseReason::PeerEof);
-    }
-
-    /// End the transport now with `reason` (the subprocess transport's
-    /// close and pipe timeout). Idempotent.
-    pub(crate) fn end_with(&self, reason: CloseReason) {
-        self.finish(reason);
-    }
-
-    /// Release the descriptor now and schedule `connection_lost(reason)`.
-    /// Idempotent.
-    fn finish(&self, reason: CloseReason) {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            st.lost = true;
-        }
-        let pipe = self.pipe.borrow_mut().take();
-        if let Some(mut pipe) = pipe {
-            if let Some(token) = self.token.take() {
-                self.handle.inner.reactor.remove(&mut pipe, token);
-            }
-            drop(pipe);
-        }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call("connection_lost", |p| p.connection_lost(reason));
-            me.protocol.clear();
-        });
     }
 }
 
@@ -240,7 +196,7 @@ impl TransportImpl for ReadPipe {
         if was && self.can_read() {
             // An edge may have come and gone while paused.
             let me = self.rc();
-            self.handle.call_soon(move || me.read_ready());
+            self.end.handle.call_soon(move || me.read_ready());
         }
     }
 
@@ -271,19 +227,16 @@ impl TransportImpl for ReadPipe {
     }
 
     fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
-        if !self.st.borrow().lost || self.protocol.get().is_some() {
-            self.protocol.set(protocol);
-        }
+        let lost = self.st.borrow().lost;
+        self.end.set_protocol(lost, protocol);
     }
 
     fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
-        self.protocol.get()
+        self.end.protocol.get()
     }
 
     fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
-        match key {
-            "fd" if !self.st.borrow().lost => Some(Box::new(self.fd)),
-            _ => None,
-        }
+        let lost = self.st.borrow().lost;
+        self.end.extra(lost, key)
     }
 }

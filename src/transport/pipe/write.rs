@@ -1,22 +1,22 @@
 //! The write end of a pipe as a transport.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use mio::Interest;
 use mio::unix::pipe::Sender;
-use mio::{Interest, Token};
 
-use super::{ProtoSlot, nonblocking_error, register};
+use super::{PipeEnd, PipeTransport, open_end};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::time::TimerHandle;
 use crate::transport::buffer::{Flow, WriteBuffer};
-use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats, closed};
+use crate::transport::{SocketAddress, TransportImpl, TransportStats, closed};
 
 #[derive(Default)]
 struct State {
@@ -30,62 +30,55 @@ struct State {
 
 /// The transport of a pipe's write end.
 pub(crate) struct WritePipe {
-    handle: Handle,
+    end: PipeEnd<Sender>,
     me: Weak<WritePipe>,
-    fd: RawFd,
-    token: Cell<Option<Token>>,
-    pipe: RefCell<Option<Sender>>,
-    protocol: ProtoSlot,
     st: RefCell<State>,
+}
+
+impl PipeTransport for WritePipe {
+    type End = Sender;
+
+    fn end(&self) -> &PipeEnd<Sender> {
+        &self.end
+    }
+
+    fn me(&self) -> &Weak<Self> {
+        &self.me
+    }
+
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return;
+            }
+            st.lost = true;
+            st.closing = true;
+            st.wbuf.clear();
+            if let Some(t) = st.close_timer.take() {
+                t.cancel();
+            }
+        }
+        self.release_and_report(reason);
+    }
 }
 
 impl WritePipe {
     /// Make `fd` non-blocking and register it; the protocol is not called
-    /// until [`WritePipe::start`].
+    /// until [`PipeTransport::start`].
     pub(crate) fn open(
         handle: &Handle,
         fd: OwnedFd,
         protocol: Rc<RefCell<dyn Protocol>>,
     ) -> Result<Rc<WritePipe>> {
-        let raw = fd.as_raw_fd();
-        let mut pipe = Sender::from(fd);
-        pipe.set_nonblocking(true).map_err(nonblocking_error)?;
-        let t = Rc::new_cyclic(|me| WritePipe {
-            handle: handle.clone(),
-            me: me.clone(),
-            fd: raw,
-            token: Cell::new(None),
-            pipe: RefCell::new(None),
-            protocol: ProtoSlot::new(protocol),
-            st: RefCell::new(State::default()),
-        });
         // Writable readiness also reports the reader going away (EPOLLERR).
-        let token = register(handle, &mut pipe, t.clone(), Interest::WRITABLE)?;
-        t.token.set(Some(token));
-        *t.pipe.borrow_mut() = Some(pipe);
-        Ok(t)
-    }
-
-    /// Call `connection_made`.
-    pub(crate) fn start(self: &Rc<Self>) {
-        let t = Transport::new(self.clone());
-        self.call("connection_made", |p| p.connection_made(t));
-    }
-
-    fn rc(&self) -> Rc<Self> {
-        self.me
-            .upgrade()
-            .expect("transport is alive while its methods run")
-    }
-
-    fn call(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) -> bool {
-        match self.protocol.call(&self.handle, what, f) {
-            Ok(called) => called,
-            Err(msg) => {
-                self.finish(CloseReason::Panic(msg));
-                false
+        open_end(handle, fd, protocol, Interest::WRITABLE, |end, me| {
+            WritePipe {
+                end,
+                me,
+                st: RefCell::new(State::default()),
             }
-        }
+        })
     }
 
     fn schedule_flow(&self, flow: Flow) {
@@ -93,7 +86,7 @@ impl WritePipe {
             return;
         }
         let me = self.rc();
-        self.handle.call_soon(move || {
+        self.end.handle.call_soon(move || {
             if me.st.borrow().lost {
                 return;
             }
@@ -107,7 +100,7 @@ impl WritePipe {
 
     /// Write without blocking; `Ok(0)` when the pipe is full.
     fn pipe_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let pipe = self.pipe.borrow();
+        let pipe = self.end.pipe.borrow();
         let Some(mut pipe) = pipe.as_ref() else {
             return Ok(0);
         };
@@ -240,41 +233,6 @@ impl WritePipe {
         };
         self.finish(reason);
     }
-
-    /// End the transport now with `reason` (the subprocess transport's
-    /// close and pipe timeout). Idempotent.
-    pub(crate) fn end_with(&self, reason: CloseReason) {
-        self.finish(reason);
-    }
-
-    /// Release the descriptor now and schedule `connection_lost(reason)`.
-    /// Idempotent.
-    fn finish(&self, reason: CloseReason) {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            st.lost = true;
-            st.closing = true;
-            st.wbuf.clear();
-            if let Some(t) = st.close_timer.take() {
-                t.cancel();
-            }
-        }
-        let pipe = self.pipe.borrow_mut().take();
-        if let Some(mut pipe) = pipe {
-            if let Some(token) = self.token.take() {
-                self.handle.inner.reactor.remove(&mut pipe, token);
-            }
-            drop(pipe);
-        }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call("connection_lost", |p| p.connection_lost(reason));
-            me.protocol.clear();
-        });
-    }
 }
 
 impl IoHandler for WritePipe {
@@ -332,7 +290,7 @@ impl TransportImpl for WritePipe {
             return;
         }
         let m = me.clone();
-        st.close_timer = Some(me.handle.call_later(deadline, move || {
+        st.close_timer = Some(me.end.handle.call_later(deadline, move || {
             m.st.borrow_mut().close_timer = None;
             m.finish(CloseReason::Timeout(TimeoutKind::Close));
         }));
@@ -381,19 +339,16 @@ impl TransportImpl for WritePipe {
     }
 
     fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
-        if !self.st.borrow().lost || self.protocol.get().is_some() {
-            self.protocol.set(protocol);
-        }
+        let lost = self.st.borrow().lost;
+        self.end.set_protocol(lost, protocol);
     }
 
     fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
-        self.protocol.get()
+        self.end.protocol.get()
     }
 
     fn extra(&self, key: &str) -> Option<Box<dyn std::any::Any>> {
-        match key {
-            "fd" if !self.st.borrow().lost => Some(Box::new(self.fd)),
-            _ => None,
-        }
+        let lost = self.st.borrow().lost;
+        self.end.extra(lost, key)
     }
 }

@@ -33,7 +33,7 @@ use crate::task::SettableFuture;
 use crate::time::TimerHandle;
 use crate::transport::Transport;
 use crate::transport::invoke::{self, NotCalled};
-use crate::transport::pipe::{ReadPipe, WritePipe};
+use crate::transport::pipe::{PipeTransport, ReadPipe, WritePipe};
 
 /// One of the child's pipes, held weakly (the reactor owns it).
 pub(super) enum PipeRef {
@@ -53,12 +53,12 @@ impl PipeRef {
         match self {
             PipeRef::Read(w) => {
                 if let Some(p) = w.upgrade() {
-                    p.end_with(reason);
+                    p.finish(reason);
                 }
             }
             PipeRef::Write(w) => {
                 if let Some(p) = w.upgrade() {
-                    p.end_with(reason);
+                    p.finish(reason);
                 }
             }
         }

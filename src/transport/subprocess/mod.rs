@@ -70,7 +70,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::Handle;
 use crate::protocol::SubprocessProtocol;
 use crate::transport::ProtocolHandle;
-use crate::transport::pipe::{ReadPipe, WritePipe};
+use crate::transport::pipe::{PipeTransport, ReadPipe, WritePipe};
 
 mod core;
 mod options;
