@@ -11,7 +11,25 @@
 
 use std::ops::{Deref, DerefMut};
 
+use super::{Handle, READ_BUFFER_SIZE};
+
 const PAGE: usize = 4096;
+
+impl Handle {
+    /// Run `f` with the loop's shared read buffer, allocated on first use.
+    /// A nested call gets a fresh one.
+    pub(crate) fn with_read_buf<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        match self.inner.read_buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.is_empty() {
+                    *buf = ReadBuf::new(READ_BUFFER_SIZE);
+                }
+                f(&mut buf)
+            }
+            Err(_) => f(&mut ReadBuf::new(READ_BUFFER_SIZE)),
+        }
+    }
+}
 
 /// A zeroed byte buffer whose first byte is page-aligned; derefs to
 /// `[u8]`. `Default` is the empty buffer (what `take` leaves behind).
@@ -37,12 +55,14 @@ impl ReadBuf {
 
 impl Deref for ReadBuf {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
     }
 }
 
 impl DerefMut for ReadBuf {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
     }

@@ -27,7 +27,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice, Read, Write};
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use super::buffer::{Flow, WriteBuffer};
 use super::invoke::{self, NotCalled};
 use super::{SocketAddress, TransportImpl, TransportStats, closed};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle, panic_message};
+use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::time::TimerHandle;
@@ -84,6 +83,18 @@ impl StreamSocket for mio::net::TcpStream {
     fn local(&self) -> Option<SocketAddress> {
         self.local_addr().ok().map(SocketAddress::Inet)
     }
+}
+
+/// What one read came to.
+enum ReadOutcome {
+    /// Bytes were delivered; `full`: they filled the buffer.
+    Delivered {
+        full: bool,
+    },
+    Eof,
+    Failed(io::Error),
+    /// A `BufferedProtocol` lent a buffer with no room.
+    EmptyBuffer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,35 +338,25 @@ impl<S: StreamSocket> StreamTransport<S> {
             let Some(proto) = self.protocol.borrow().clone() else {
                 return;
             };
-            // A BufferedProtocol lends its own buffer.
-            let lent = {
-                let Ok(mut p) = proto.try_borrow_mut() else {
-                    return;
-                };
-                let r = panic::catch_unwind(AssertUnwindSafe(|| {
-                    p.get_buffer(BUFFER_HINT).map(|b| {
-                        let cap = b.len();
-                        let res = if cap == 0 { Ok(0) } else { self.sock_read(b) };
-                        (res, cap)
-                    })
-                }));
-                drop(p);
-                match r {
-                    Ok(v) => v,
-                    Err(payload) => {
-                        let msg: std::sync::Arc<str> = panic_message(&*payload).into();
-                        self.handle.report(
-                            ExceptionKind::ProtocolPanic,
-                            format!("{} panicked: {msg}", self.describe("get_buffer")),
-                        );
-                        self.finish(CloseReason::Panic(msg), true);
-                        return;
-                    }
-                }
+            let Ok(mut p) = proto.try_borrow_mut() else {
+                return;
             };
-            let full = match lent {
-                // A read into no space returns 0, which would pass for EOF.
-                Some((_, 0)) => {
+            // One borrow and one guard for the whole read: asking for a
+            // lent buffer, reading, and delivering (a panic names the
+            // callback that was running).
+            let what = Cell::new("get_buffer");
+            let r = self.handle.guard_with(
+                ExceptionKind::ProtocolPanic,
+                &|| self.describe(what.get()),
+                || self.read_into(&mut *p, &what),
+            );
+            drop(p);
+            let full = match r {
+                Ok(ReadOutcome::Delivered { full }) => full,
+                Ok(ReadOutcome::Eof) => return self.eof(),
+                Ok(ReadOutcome::Failed(e)) => return self.read_error(e),
+                Ok(ReadOutcome::EmptyBuffer) => {
+                    // A read into no space returns 0, which would pass for EOF.
                     let msg = "BufferedProtocol::get_buffer returned an empty buffer";
                     self.handle.report(
                         ExceptionKind::Error,
@@ -364,41 +365,9 @@ impl<S: StreamSocket> StreamTransport<S> {
                     self.finish(CloseReason::protocol(io::Error::other(msg)), true);
                     return;
                 }
-                Some((res, cap)) => match res {
-                    Ok(0) => return self.eof(),
-                    Ok(n) => {
-                        self.st.borrow_mut().received(n, &self.handle);
-                        if !self.call_protocol("buffer_updated", |p| p.buffer_updated(n)) {
-                            return;
-                        }
-                        n == cap
-                    }
-                    Err(e) => return self.read_error(e),
-                },
-                None => {
-                    let mut buf = self.handle.take_read_buf();
-                    let res = self.sock_read(&mut buf);
-                    match res {
-                        Ok(0) => {
-                            self.handle.put_read_buf(buf);
-                            return self.eof();
-                        }
-                        Ok(n) => {
-                            self.st.borrow_mut().received(n, &self.handle);
-                            let ok =
-                                self.call_protocol("data_received", |p| p.data_received(&buf[..n]));
-                            let full = n == buf.len();
-                            self.handle.put_read_buf(buf);
-                            if !ok {
-                                return;
-                            }
-                            full
-                        }
-                        Err(e) => {
-                            self.handle.put_read_buf(buf);
-                            return self.read_error(e);
-                        }
-                    }
+                Err(msg) => {
+                    self.finish(CloseReason::Panic(msg), true);
+                    return;
                 }
             };
             if !full && trust_short_read {
@@ -408,6 +377,40 @@ impl<S: StreamSocket> StreamTransport<S> {
         // Yield to other connections; carry on next iteration.
         let me = self.clone();
         self.handle.call_soon(move || me.read_ready(false));
+    }
+
+    /// One read into the buffer a `BufferedProtocol` lends, or else the
+    /// loop's shared one, and its delivery. Runs with the protocol
+    /// borrowed; `what` follows the callback being run.
+    fn read_into(&self, p: &mut dyn Protocol, what: &Cell<&'static str>) -> ReadOutcome {
+        if let Some(buf) = p.get_buffer(BUFFER_HINT) {
+            let cap = buf.len();
+            if cap == 0 {
+                return ReadOutcome::EmptyBuffer;
+            }
+            return match self.sock_read(buf) {
+                Ok(0) => ReadOutcome::Eof,
+                Ok(n) => {
+                    self.st.borrow_mut().received(n, &self.handle);
+                    what.set("buffer_updated");
+                    p.buffer_updated(n);
+                    ReadOutcome::Delivered { full: n == cap }
+                }
+                Err(e) => ReadOutcome::Failed(e),
+            };
+        }
+        what.set("data_received");
+        self.handle.with_read_buf(|buf| match self.sock_read(buf) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => {
+                self.st.borrow_mut().received(n, &self.handle);
+                p.data_received(&buf[..n]);
+                ReadOutcome::Delivered {
+                    full: n == buf.len(),
+                }
+            }
+            Err(e) => ReadOutcome::Failed(e),
+        })
     }
 
     fn read_error(self: &Rc<Self>, e: io::Error) {
