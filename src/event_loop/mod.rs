@@ -492,6 +492,10 @@ impl Handle {
     }
 
     /// Like `guard`, but gives the panic message back.
+    ///
+    /// Inlined, with the rare paths out of line: it wraps every protocol
+    /// callback, so its cost is paid on every read.
+    #[inline]
     pub(crate) fn guard_with<R>(
         &self,
         kind: ExceptionKind,
@@ -500,23 +504,38 @@ impl Handle {
     ) -> std::result::Result<R, Arc<str>> {
         let start = self.inner.slow_callback.get().map(|_| Instant::now());
         let r = panic::catch_unwind(AssertUnwindSafe(f));
-        if let (Some(start), Some(limit)) = (start, self.inner.slow_callback.get()) {
-            let took = start.elapsed();
-            if took > limit {
-                self.report(
-                    ExceptionKind::SlowCallback,
-                    format!("executing {} took {:.3} s", what(), took.as_secs_f64()),
-                );
-            }
+        if let Some(start) = start {
+            self.check_slow(start, what);
         }
-        match r {
-            Ok(v) => Ok(v),
-            Err(payload) => {
-                let msg: Arc<str> = panic_message(&*payload).into();
-                self.report(kind, format!("{} panicked: {msg}", what()));
-                Err(msg)
-            }
+        r.map_err(|payload| self.report_panic(kind, what, payload))
+    }
+
+    /// Debug mode: report a callback that ran longer than the threshold.
+    #[cold]
+    fn check_slow(&self, start: Instant, what: &dyn Fn() -> String) {
+        let Some(limit) = self.inner.slow_callback.get() else {
+            return;
+        };
+        let took = start.elapsed();
+        if took > limit {
+            self.report(
+                ExceptionKind::SlowCallback,
+                format!("executing {} took {:.3} s", what(), took.as_secs_f64()),
+            );
         }
+    }
+
+    /// Report a caught panic as `kind`; returns its message.
+    #[cold]
+    fn report_panic(
+        &self,
+        kind: ExceptionKind,
+        what: &dyn Fn() -> String,
+        payload: Box<dyn std::any::Any + Send>,
+    ) -> Arc<str> {
+        let msg: Arc<str> = panic_message(&*payload).into();
+        self.report(kind, format!("{} panicked: {msg}", what()));
+        msg
     }
 
     /// Make this loop the running one on this thread until the guard
