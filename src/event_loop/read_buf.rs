@@ -18,6 +18,7 @@ const PAGE: usize = 4096;
 impl Handle {
     /// Run `f` with the loop's shared read buffer, allocated on first use.
     /// A nested call gets a fresh one.
+    #[inline]
     pub(crate) fn with_read_buf<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         match self.inner.read_buf.try_borrow_mut() {
             Ok(mut buf) => {

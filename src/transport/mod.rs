@@ -186,18 +186,21 @@ impl Transport {
     /// Write `data`: sent to the kernel now if it takes it, buffered
     /// otherwise. Fails with [`Error::Closed`] once `close`/`abort` was
     /// called (nothing is queued then).
+    #[inline]
     pub fn write(&self, data: &[u8]) -> Result<()> {
         self.inner.write(data)
     }
 
     /// Like [`write`](Self::write), but what the kernel does not take now
     /// is queued without a copy.
+    #[inline]
     pub fn write_bytes(&self, data: bytes::Bytes) -> Result<()> {
         self.inner.write_bytes(data)
     }
 
     /// Write several buffers with as few system calls as possible
     /// (vectored I/O).
+    #[inline]
     pub fn writelines(&self, chunks: &[&[u8]]) -> Result<()> {
         self.inner.writelines(chunks)
     }

@@ -129,17 +129,20 @@ struct Idle {
 
 impl State {
     /// `n` bytes came in: count them; the connection is not idle.
+    #[inline]
     fn received(&mut self, n: usize, handle: &Handle) {
         self.stats.bytes_received += n as u64;
         self.touch(handle);
     }
 
     /// `n` bytes went out: count them; the connection is not idle.
+    #[inline]
     fn sent(&mut self, n: usize, handle: &Handle) {
         self.stats.bytes_sent += n as u64;
         self.touch(handle);
     }
 
+    #[inline]
     fn touch(&mut self, handle: &Handle) {
         if let Some(idle) = &mut self.idle {
             idle.last_activity = handle.time();
@@ -315,6 +318,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         !(st.lost || st.closing.is_some() || st.paused || st.eof_received)
     }
 
+    #[inline]
     fn sock_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.sock.borrow().as_ref() {
             Some(s) => loop {
@@ -586,6 +590,7 @@ impl<S: StreamSocket> StreamTransport<S> {
 
     /// Write straight to the socket if nothing is queued; returns how much
     /// the kernel took.
+    #[inline]
     fn write_direct(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let sock = self.sock.borrow();
         let Some(sock) = sock.as_ref() else {
@@ -621,6 +626,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         self.write_chunks(&[&data])
     }
 
+    #[inline]
     fn write_chunks(&self, chunks: &[&[u8]]) -> Result<()> {
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         let mut st = self.st.borrow_mut();
@@ -678,14 +684,15 @@ impl<S: StreamSocket> StreamTransport<S> {
 
 impl<S: StreamSocket> IoHandler for StreamTransport<S> {
     fn ready(self: Rc<Self>, ready: Ready) {
-        if self.st.borrow().lost {
+        let (lost, pending) = {
+            let st = self.st.borrow();
+            (st.lost, !st.wbuf.is_empty())
+        };
+        if lost {
             return;
         }
-        if ready.writable || ready.error || ready.write_closed {
-            let pending = !self.st.borrow().wbuf.is_empty();
-            if pending {
-                self.flush();
-            }
+        if pending && (ready.writable || ready.error || ready.write_closed) {
+            self.flush();
         }
         if ready.readable || ready.read_closed || ready.error {
             // After the FIN no new edge comes: read until EOF is seen.
