@@ -59,7 +59,7 @@ pub(crate) struct Reactor {
     poll: RefCell<Poll>,
     registry: Registry,
     handlers: RefCell<Slab<Rc<dyn IoHandler>>>,
-    events: RefCell<Option<Events>>,
+    events: RefCell<Events>,
     woken: Cell<bool>,
 }
 
@@ -71,7 +71,7 @@ impl Reactor {
             poll: RefCell::new(poll),
             registry,
             handlers: RefCell::new(Slab::new()),
-            events: RefCell::new(Some(Events::with_capacity(1024))),
+            events: RefCell::new(Events::with_capacity(1024)),
             woken: Cell::new(false),
         })
     }
@@ -156,8 +156,7 @@ impl Reactor {
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<usize> {
         let mut events = self
             .events
-            .borrow_mut()
-            .take()
+            .try_borrow_mut()
             .expect("reactor poll is not re-entrant");
         let res = match self.poll.borrow_mut().poll(&mut events, timeout) {
             // A signal: report nothing rather than wait again with the
@@ -168,9 +167,7 @@ impl Reactor {
             }
             other => other,
         };
-        let n = events.iter().count();
-        *self.events.borrow_mut() = Some(events);
-        res.map(|_| n)
+        res.map(|_| events.iter().count())
     }
 
     /// Call the handler of each event from the last `poll`. Returns whether
@@ -178,8 +175,7 @@ impl Reactor {
     pub(crate) fn dispatch(&self) -> bool {
         let events = self
             .events
-            .borrow_mut()
-            .take()
+            .try_borrow_mut()
             .expect("reactor dispatch is not re-entrant");
         self.woken.set(false);
         for ev in events.iter() {
@@ -199,7 +195,6 @@ impl Reactor {
                 });
             }
         }
-        *self.events.borrow_mut() = Some(events);
         self.woken.get()
     }
 }
