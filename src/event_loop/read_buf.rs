@@ -33,24 +33,22 @@ impl Handle {
 }
 
 /// A zeroed byte buffer whose first byte is page-aligned; derefs to
-/// `[u8]`. `Default` is the empty buffer (what `take` leaves behind).
+/// `[u8]`. `Default` is the empty buffer.
 #[derive(Default)]
 pub(crate) struct ReadBuf {
+    /// The buffer is `storage[start..]`: the bytes before `start` only
+    /// align it, and the vector is cut to end where the buffer does.
     storage: Vec<u8>,
     start: usize,
-    len: usize,
 }
 
 impl ReadBuf {
     pub(crate) fn new(len: usize) -> ReadBuf {
-        let storage = vec![0u8; len + PAGE];
+        let mut storage = vec![0u8; len + PAGE];
         let addr = storage.as_ptr() as usize;
         let start = (PAGE - addr % PAGE) % PAGE;
-        ReadBuf {
-            storage,
-            start,
-            len,
-        }
+        storage.truncate(start + len);
+        ReadBuf { storage, start }
     }
 }
 
@@ -58,14 +56,14 @@ impl Deref for ReadBuf {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
+        &self.storage[self.start..]
     }
 }
 
 impl DerefMut for ReadBuf {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
+        &mut self.storage[self.start..]
     }
 }
 
