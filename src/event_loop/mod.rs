@@ -466,20 +466,6 @@ impl Handle {
         self.inner.slow_callback.get()
     }
 
-    /// Take the loop's shared read buffer (page-aligned: see [`ReadBuf`]); give it back with
-    /// [`Handle::put_read_buf`]. A nested taker gets a fresh one.
-    pub(crate) fn take_read_buf(&self) -> ReadBuf {
-        let b = std::mem::take(&mut *self.inner.read_buf.borrow_mut());
-        if b.len() < READ_BUFFER_SIZE {
-            return ReadBuf::new(READ_BUFFER_SIZE);
-        }
-        b
-    }
-
-    pub(crate) fn put_read_buf(&self, buf: ReadBuf) {
-        *self.inner.read_buf.borrow_mut() = buf;
-    }
-
     /// Run `f`, catching a panic and reporting it as `kind`; `None` if it
     /// panicked. `what` says what was running.
     pub(crate) fn guard<R>(

@@ -9,6 +9,7 @@
 //! 100 KiB echo spent 64% of the server's time in `_copy_to_iter`.
 //! Aligning costs one page of memory per loop.
 
+use std::cell::RefMut;
 use std::ops::{Deref, DerefMut};
 
 use super::{Handle, READ_BUFFER_SIZE};
@@ -16,18 +17,47 @@ use super::{Handle, READ_BUFFER_SIZE};
 const PAGE: usize = 4096;
 
 impl Handle {
-    /// Run `f` with the loop's shared read buffer, allocated on first use.
-    /// A nested call gets a fresh one.
+    /// Borrow the loop's shared read buffer (allocated on first use) until
+    /// the guard drops. A nested borrower gets a fresh buffer.
     #[inline]
-    pub(crate) fn with_read_buf<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    pub(crate) fn read_buf(&self) -> ReadBufGuard<'_> {
         match self.inner.read_buf.try_borrow_mut() {
             Ok(mut buf) => {
                 if buf.is_empty() {
                     *buf = ReadBuf::new(READ_BUFFER_SIZE);
                 }
-                f(&mut buf)
+                ReadBufGuard::Shared(buf)
             }
-            Err(_) => f(&mut ReadBuf::new(READ_BUFFER_SIZE)),
+            Err(_) => ReadBufGuard::Own(ReadBuf::new(READ_BUFFER_SIZE)),
+        }
+    }
+}
+
+/// The read buffer lent by [`Handle::read_buf`]; derefs to `[u8]`.
+pub(crate) enum ReadBufGuard<'a> {
+    /// The loop's own, borrowed.
+    Shared(RefMut<'a, ReadBuf>),
+    /// A fresh one, for a nested borrower.
+    Own(ReadBuf),
+}
+
+impl Deref for ReadBufGuard<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBufGuard::Shared(b) => b,
+            ReadBufGuard::Own(b) => b,
+        }
+    }
+}
+
+impl DerefMut for ReadBufGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            ReadBufGuard::Shared(b) => b,
+            ReadBufGuard::Own(b) => b,
         }
     }
 }
@@ -81,6 +111,26 @@ mod tests {
             b[len - 1] = 7;
             assert_eq!(b[len - 1], 7);
         }
+    }
+
+    #[test]
+    fn a_nested_borrower_gets_its_own_buffer() {
+        let lp = crate::EventLoop::new().unwrap();
+        let h = lp.handle();
+        let mut outer = h.read_buf();
+        assert_eq!(outer.len(), READ_BUFFER_SIZE);
+        outer[0] = 1;
+        let mut inner = h.read_buf();
+        assert!(matches!(inner, ReadBufGuard::Own(_)));
+        assert_eq!(inner.len(), READ_BUFFER_SIZE);
+        inner[0] = 2;
+        drop(inner);
+        assert_eq!(outer[0], 1);
+        drop(outer);
+        // The shared one is lent again, with what was left in it.
+        let again = h.read_buf();
+        assert!(matches!(again, ReadBufGuard::Shared(_)));
+        assert_eq!(again[0], 1);
     }
 
     #[test]

@@ -404,7 +404,9 @@ impl<S: StreamSocket> StreamTransport<S> {
             };
         }
         what.set("data_received");
-        self.handle.with_read_buf(|buf| match self.sock_read(buf) {
+        let mut guard = self.handle.read_buf();
+        let buf: &mut [u8] = &mut guard;
+        match self.sock_read(buf) {
             Ok(0) => ReadOutcome::Eof,
             Ok(n) => {
                 self.st.borrow_mut().received(n, &self.handle);
@@ -414,7 +416,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                 }
             }
             Err(e) => ReadOutcome::Failed(e),
-        })
+        }
     }
 
     fn read_error(self: &Rc<Self>, e: io::Error) {

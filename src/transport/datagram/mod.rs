@@ -255,7 +255,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             if !self.can_read() {
                 return;
             }
-            let mut buf = self.handle.take_read_buf();
+            let mut buf = self.handle.read_buf();
             let res = loop {
                 let r = match self.sock.borrow().as_ref() {
                     Some(s) => s.recv_from(&mut buf),
@@ -268,7 +268,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             };
             match res {
                 Ok((n, addr)) if n > buf.len() => {
-                    self.handle.put_read_buf(buf);
+                    drop(buf);
                     let e = io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -285,18 +285,15 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                     let ok = self.call_protocol("datagram_received", |p| {
                         p.datagram_received(&buf[..n], addr)
                     });
-                    self.handle.put_read_buf(buf);
+                    drop(buf);
                     if !ok {
                         return;
                     }
                     last_ok = true;
                 }
-                Err(e) if would_block(&e) => {
-                    self.handle.put_read_buf(buf);
-                    return;
-                }
+                Err(e) if would_block(&e) => return,
                 Err(e) => {
-                    self.handle.put_read_buf(buf);
+                    drop(buf);
                     // An error for an earlier datagram surfacing here: name
                     // its destination from the error queue if possible.
                     let mut errors = self.read_errors();

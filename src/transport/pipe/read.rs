@@ -102,25 +102,23 @@ impl ReadPipe {
             if !self.can_read() {
                 return;
             }
-            let mut buf = self.end.handle.take_read_buf();
+            let mut buf = self.end.handle.read_buf();
             let res = self.pipe_read(&mut buf);
             let full = match res {
                 Ok(0) => {
-                    self.end.handle.put_read_buf(buf);
+                    drop(buf);
                     return self.eof();
                 }
                 Ok(n) => {
                     self.st.borrow_mut().stats.bytes_received += n as u64;
                     let ok = self.call("data_received", |p| p.data_received(&buf[..n]));
-                    let full = n == buf.len();
-                    self.end.handle.put_read_buf(buf);
                     if !ok {
                         return;
                     }
-                    full
+                    n == buf.len()
                 }
                 Err(e) => {
-                    self.end.handle.put_read_buf(buf);
+                    drop(buf);
                     if !would_block(&e) {
                         self.finish(CloseReason::from_io(e));
                     }
