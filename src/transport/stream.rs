@@ -62,12 +62,15 @@ pub(crate) trait StreamSocket: mio::event::Source + std::os::fd::AsRawFd + 'stat
 }
 
 impl StreamSocket for mio::net::TcpStream {
+    #[inline]
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
+    #[inline]
     fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
+    #[inline]
     fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&*self).write_vectored(bufs)
     }

@@ -69,12 +69,15 @@ use crate::reactor::{interrupted, would_block};
 const BACKLOG_RETRY_LIMIT: Duration = Duration::from_secs(2);
 
 impl StreamSocket for UnixStream {
+    #[inline]
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self).read(buf)
     }
+    #[inline]
     fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
         (&*self).write(buf)
     }
+    #[inline]
     fn write_vectored_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&*self).write_vectored(bufs)
     }
