@@ -175,7 +175,18 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
         let Some(proto) = self.protocol.borrow().clone() else {
             return false;
         };
-        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
+        self.call_protocol_on(&proto, what, f)
+    }
+
+    /// [`call_protocol`](Self::call_protocol) with the protocol already
+    /// in hand (taken from `self.protocol` by the caller).
+    fn call_protocol_on(
+        &self,
+        proto: &RefCell<dyn DatagramProtocol>,
+        what: &str,
+        f: impl FnOnce(&mut dyn DatagramProtocol),
+    ) -> bool {
+        match invoke::call_protocol(&self.handle, proto, &|| self.describe(what), f) {
             Ok(()) => true,
             Err(NotCalled::Borrowed) => false,
             Err(NotCalled::Panicked(msg)) => {
@@ -250,15 +261,37 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
     }
 
     fn read_ready(self: &Rc<Self>) {
+        // One borrow of the loop's read buffer and one clone of the protocol
+        // for the whole batch, not per datagram: nothing the protocol can
+        // do from a callback reads another socket or replaces the protocol
+        // (`finish` only schedules its release), and `can_read` still
+        // stops the batch as soon as the endpoint closes or pauses.
+        let Some(proto) = self.protocol.borrow().clone() else {
+            return;
+        };
+        let last_ok = self.read_batch(&proto, &mut self.handle.read_buf());
+        // Yield to other work; carry on next iteration. After an error,
+        // wait for the next edge instead, so a socket that keeps failing
+        // cannot spin the loop.
+        if last_ok == Some(true) {
+            let me = self.clone();
+            self.handle.call_soon(move || me.read_ready());
+        }
+    }
+
+    /// Read up to `MAX_READS_PER_EVENT` datagrams into `buf`, handing each
+    /// to `proto`. `Some(ok)` if the batch ran out with the last read
+    /// `ok`; `None` if it stopped (drained, closed, paused, or the
+    /// protocol did not complete).
+    fn read_batch(&self, proto: &RefCell<dyn DatagramProtocol>, buf: &mut [u8]) -> Option<bool> {
         let mut last_ok = false;
         for _ in 0..MAX_READS_PER_EVENT {
             if !self.can_read() {
-                return;
+                return None;
             }
-            let mut buf = self.handle.read_buf();
             let res = loop {
                 let r = match self.sock.borrow().as_ref() {
-                    Some(s) => s.recv_from(&mut buf),
+                    Some(s) => s.recv_from(buf),
                     None => Err(io::ErrorKind::NotConnected.into()),
                 };
                 match r {
@@ -268,7 +301,6 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             };
             match res {
                 Ok((n, addr)) if n > buf.len() => {
-                    drop(buf);
                     let e = io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -276,24 +308,24 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                             crate::event_loop::READ_BUFFER_SIZE
                         ),
                     );
-                    if !self.call_protocol("error_received", |p| p.error_received(e, Some(addr))) {
-                        return;
+                    if !self.call_protocol_on(proto, "error_received", |p| {
+                        p.error_received(e, Some(addr))
+                    }) {
+                        return None;
                     }
                     last_ok = true;
                 }
                 Ok((n, addr)) => {
-                    let ok = self.call_protocol("datagram_received", |p| {
-                        p.datagram_received(&buf[..n], addr)
-                    });
-                    drop(buf);
-                    if !ok {
-                        return;
+                    let data = &buf[..n];
+                    if !self.call_protocol_on(proto, "datagram_received", |p| {
+                        p.datagram_received(data, addr)
+                    }) {
+                        return None;
                     }
                     last_ok = true;
                 }
-                Err(e) if would_block(&e) => return,
+                Err(e) if would_block(&e) => return None,
                 Err(e) => {
-                    drop(buf);
                     // An error for an earlier datagram surfacing here: name
                     // its destination from the error queue if possible.
                     let mut errors = self.read_errors();
@@ -305,13 +337,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                 }
             }
         }
-        // Yield to other work; carry on next iteration. After an error,
-        // wait for the next edge instead, so a socket that keeps failing
-        // cannot spin the loop.
-        if last_ok {
-            let me = self.clone();
-            self.handle.call_soon(move || me.read_ready());
-        }
+        Some(last_ok)
     }
 
     /// The endpoint is over: release the socket now and schedule
