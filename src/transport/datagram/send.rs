@@ -13,10 +13,50 @@ use crate::protocol::CloseReason;
 use crate::reactor::{interrupted, would_block};
 use crate::transport::{SocketAddress, closed};
 
+/// One attempt to send `data` to `dest` (`None`: the connected peer).
+fn send_once<S: DatagramSocket>(
+    sock: &S,
+    data: &[u8],
+    dest: Option<&SocketAddress>,
+) -> io::Result<usize> {
+    match dest {
+        Some(a) => sock.send_to(data, a),
+        None => sock.send(data),
+    }
+}
+
+/// Finish sending one datagram whose last attempt gave `r`.
+/// `Ok(false)`: the kernel's buffer is full. Errors the kernel kept for
+/// earlier datagrams are moved to `earlier` and the send retried.
+fn try_send_from<S: DatagramSocket>(
+    sock: &S,
+    data: &[u8],
+    dest: Option<&SocketAddress>,
+    mut r: io::Result<usize>,
+    earlier: &mut Vec<DatagramError>,
+) -> io::Result<bool> {
+    let mut retries = 0;
+    loop {
+        match r {
+            Ok(_) => return Ok(true),
+            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) if interrupted(&e) => {}
+            Err(e) => {
+                let before = earlier.len();
+                sock.read_errors(earlier);
+                if earlier.len() > before && retries < 4 {
+                    retries += 1;
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        r = send_once(sock, data, dest);
+    }
+}
+
 impl<S: DatagramSocket> DatagramEndpoint<S> {
-    /// Send one datagram now. `Ok(false)`: the kernel's buffer is full.
-    /// Errors the kernel kept for earlier datagrams are moved to
-    /// `earlier` and the send retried.
+    /// Send one datagram now (see [`try_send_from`]).
     fn try_send(
         &self,
         data: &[u8],
@@ -27,82 +67,96 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
         let Some(sock) = sock.as_ref() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let mut retries = 0;
-        loop {
-            let r = match dest {
-                Some(a) => sock.send_to(data, a),
-                None => sock.send(data),
-            };
-            match r {
-                Ok(_) => return Ok(true),
-                Err(e) if would_block(&e) => return Ok(false),
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => {
-                    let before = earlier.len();
-                    sock.read_errors(earlier);
-                    if earlier.len() > before && retries < 4 {
-                        retries += 1;
-                        continue;
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        try_send_from(sock, data, dest, send_once(sock, data, dest), earlier)
     }
 
-    pub(super) fn send_datagram(&self, data: &[u8], dest: Option<SocketAddress>) -> Result<()> {
-        if self.is_closing() {
+    /// `sendto` / `send`: checks, then straight to the kernel if nothing
+    /// is queued. The common case (checks pass, the kernel takes it) makes
+    /// one borrow of each cell, copies no address and allocates nothing;
+    /// everything else is in [`send_refused`](Self::send_refused).
+    pub(super) fn send_datagram(&self, data: &[u8], dest: Option<&SocketAddress>) -> Result<()> {
+        let queued = {
+            let st = self.st.borrow();
+            if st.lost || st.closing {
+                return closed();
+            }
+            !st.queue.items.is_empty()
+        };
+        let sock = self.sock.borrow();
+        // The socket goes only when the endpoint is lost, checked above.
+        let Some(sock) = sock.as_ref() else {
             return closed();
-        }
-        let dest = self.resolve_dest(dest)?;
-        let max = self.sock.borrow().as_ref().map_or(usize::MAX, |s| {
-            s.max_datagram(dest.as_ref().or(self.peer.as_ref()))
-        });
+        };
+        let dest = self.resolve_dest(sock, dest)?;
+        let max = sock.max_datagram(dest.or(self.peer.as_ref()));
         if data.len() > max {
-            return Err(Error::io(
-                format!(
-                    "sending a datagram of {} bytes to {} (at most {max} fit in one)",
-                    data.len(),
-                    self.dest_text(&dest)
-                ),
-                io::Error::from_raw_os_error(rustix::io::Errno::MSGSIZE.raw_os_error()),
-            ));
+            return Err(self.too_large(data.len(), max, dest));
         }
-        if !self.st.borrow().queue.items.is_empty() {
-            let flow = self
-                .st
-                .borrow_mut()
-                .queue
-                .push(Bytes::copy_from_slice(data), dest);
-            self.schedule_flow(flow);
+        if queued {
+            return self.enqueue(data, dest);
+        }
+        let first = send_once(sock, data, dest);
+        if first.is_ok() {
             return Ok(());
         }
+        self.send_refused(sock, data, dest, first)
+    }
+
+    /// The first attempt to send failed: retry, report errors the kernel
+    /// kept for earlier datagrams, queue the datagram if the kernel is
+    /// full, or return the error.
+    #[cold]
+    fn send_refused(
+        &self,
+        sock: &S,
+        data: &[u8],
+        dest: Option<&SocketAddress>,
+        first: io::Result<usize>,
+    ) -> Result<()> {
         let mut earlier = Vec::new();
-        let r = self.try_send(data, dest.as_ref(), &mut earlier);
+        let r = try_send_from(sock, data, dest, first, &mut earlier);
         self.schedule_errors(earlier);
         match r {
             Ok(true) => Ok(()),
             Ok(false) => {
-                let flow = self
-                    .st
-                    .borrow_mut()
-                    .queue
-                    .push(Bytes::copy_from_slice(data), dest);
-                self.schedule_flow(flow);
+                self.enqueue(data, dest)?;
                 self.arm_retry();
                 Ok(())
             }
             Err(e) => Err(Error::io(
-                format!("sending a datagram to {}", self.dest_text(&dest)),
+                format!("sending a datagram to {}", self.dest_text(dest)),
                 e,
             )),
         }
     }
 
+    /// Queue a datagram behind the ones waiting (a copy: the caller keeps
+    /// its buffer).
+    fn enqueue(&self, data: &[u8], dest: Option<&SocketAddress>) -> Result<()> {
+        let flow = self
+            .st
+            .borrow_mut()
+            .queue
+            .push(Bytes::copy_from_slice(data), dest.cloned());
+        self.schedule_flow(flow);
+        Ok(())
+    }
+
+    #[cold]
+    fn too_large(&self, len: usize, max: usize, dest: Option<&SocketAddress>) -> Error {
+        Error::io(
+            format!(
+                "sending a datagram of {len} bytes to {} (at most {max} fit in one)",
+                self.dest_text(dest)
+            ),
+            io::Error::from_raw_os_error(rustix::io::Errno::MSGSIZE.raw_os_error()),
+        )
+    }
+
     /// Where a datagram for `dest` goes, for an error message (made only
     /// then: formatting an address on every send cost more than the send's
     /// own user-space work).
-    fn dest_text(&self, dest: &Option<SocketAddress>) -> String {
+    fn dest_text(&self, dest: Option<&SocketAddress>) -> String {
         match (dest, &self.peer) {
             (Some(d), _) => d.to_string(),
             (None, Some(peer)) => peer.to_string(),
@@ -112,31 +166,34 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
 
     /// Check the destination against connected mode; `None` means the
     /// connected peer.
-    fn resolve_dest(&self, dest: Option<SocketAddress>) -> Result<Option<SocketAddress>> {
-        let invalid = |msg: String| {
-            Err(Error::io(
-                "sending a datagram",
-                io::Error::new(io::ErrorKind::InvalidInput, msg),
-            ))
-        };
+    fn resolve_dest<'a>(
+        &self,
+        sock: &S,
+        dest: Option<&'a SocketAddress>,
+    ) -> Result<Option<&'a SocketAddress>> {
         match (dest, &self.peer) {
             (None, Some(_)) => Ok(None),
-            (None, None) => {
-                invalid("the endpoint is not connected: use sendto with an address".into())
-            }
-            (Some(d), Some(peer)) if same_address(&d, peer) => Ok(None),
-            (Some(d), Some(peer)) => invalid(format!(
-                "the endpoint is connected to {peer}; it cannot send to {d}"
-            )),
-            (Some(d), None) => {
-                if let Some(s) = self.sock.borrow().as_ref()
-                    && let Err(e) = s.check_dest(&d)
-                {
-                    return Err(Error::io(format!("sending a datagram to {d}"), e));
-                }
-                Ok(Some(d))
-            }
+            (Some(d), None) => match sock.check_dest(d) {
+                Ok(()) => Ok(Some(d)),
+                Err(e) => Err(Error::io(format!("sending a datagram to {d}"), e)),
+            },
+            (Some(d), Some(peer)) if same_address(d, peer) => Ok(None),
+            (dest, peer) => Err(self.wrong_dest(dest, peer.as_ref())),
         }
+    }
+
+    #[cold]
+    fn wrong_dest(&self, dest: Option<&SocketAddress>, peer: Option<&SocketAddress>) -> Error {
+        let msg = match (dest, peer) {
+            (Some(d), Some(peer)) => {
+                format!("the endpoint is connected to {peer}; it cannot send to {d}")
+            }
+            _ => "the endpoint is not connected: use sendto with an address".into(),
+        };
+        Error::io(
+            "sending a datagram",
+            io::Error::new(io::ErrorKind::InvalidInput, msg),
+        )
     }
 
     /// Send what is queued, in order, until the kernel is full.

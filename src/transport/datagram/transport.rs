@@ -13,7 +13,7 @@ use crate::transport::{SocketAddress, closed};
 
 /// The kind-independent operations behind [`DatagramTransport`].
 pub(super) trait DatagramOps {
-    fn send_datagram(&self, data: &[u8], dest: Option<SocketAddress>) -> Result<()>;
+    fn send_datagram(&self, data: &[u8], dest: Option<&SocketAddress>) -> Result<()>;
     fn close(&self);
     fn abort(&self);
     fn is_closing(&self) -> bool;
@@ -29,7 +29,7 @@ pub(super) trait DatagramOps {
 }
 
 impl<S: DatagramSocket> DatagramOps for DatagramEndpoint<S> {
-    fn send_datagram(&self, data: &[u8], dest: Option<SocketAddress>) -> Result<()> {
+    fn send_datagram(&self, data: &[u8], dest: Option<&SocketAddress>) -> Result<()> {
         DatagramEndpoint::send_datagram(self, data, dest)
     }
 
@@ -169,7 +169,8 @@ impl DatagramTransport {
     /// `addr` is of the wrong kind, the kernel refuses it, or the endpoint
     /// is closing ([`Error::Closed`]).
     pub fn sendto(&self, data: &[u8], addr: impl Into<SocketAddress>) -> Result<()> {
-        self.inner.send_datagram(data, Some(addr.into()))
+        // By reference from here on: an address is about 120 bytes.
+        self.inner.send_datagram(data, Some(&addr.into()))
     }
 
     /// Send `data` as one datagram to the connected peer. Fails on an
