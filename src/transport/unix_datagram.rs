@@ -150,6 +150,8 @@ impl DatagramSocket for UnixDgramSock {
         self.sock.send(buf)
     }
 
+    type Addr = SocketAddress;
+
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddress)> {
         // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel
         // only writes initialised bytes into the buffer.

@@ -49,9 +49,14 @@ pub(crate) trait DatagramSocket: 'static {
     fn send_to(&self, buf: &[u8], addr: &SocketAddress) -> io::Result<usize>;
     /// Send to the connected peer.
     fn send(&self, buf: &[u8]) -> io::Result<usize>;
+    /// A sender's address as this socket reads it. Made into a
+    /// [`SocketAddress`] (about 120 bytes) only where the protocol gets
+    /// it, so that a UDP sender (a 32-byte `SocketAddr`) is not copied at
+    /// full size through the read path.
+    type Addr: Into<SocketAddress>;
     /// One datagram: its length (possibly more than `buf` holds, if the
     /// socket can tell) and sender.
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddress)>;
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Self::Addr)>;
     fn local(&self) -> Option<SocketAddress>;
     /// Refuse a destination of the wrong kind or family.
     fn check_dest(&self, addr: &SocketAddress) -> io::Result<()>;
@@ -301,6 +306,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             };
             match res {
                 Ok((n, addr)) if n > buf.len() => {
+                    let addr: SocketAddress = addr.into();
                     let e = io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
@@ -318,7 +324,7 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
                 Ok((n, addr)) => {
                     let data = &buf[..n];
                     if !self.call_protocol_on(proto, "datagram_received", |p| {
-                        p.datagram_received(data, addr)
+                        p.datagram_received(data, addr.into())
                     }) {
                         return None;
                     }

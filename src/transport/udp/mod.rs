@@ -141,10 +141,10 @@ impl DatagramSocket for UdpSock {
         self.sock.send(buf)
     }
 
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddress)> {
-        self.sock
-            .recv_from(buf)
-            .map(|(n, a)| (n, SocketAddress::Inet(a)))
+    type Addr = SocketAddr;
+
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.recv_from(buf)
     }
 
     fn local(&self) -> Option<SocketAddress> {
