@@ -130,6 +130,7 @@ impl DatagramSocket for UdpSock {
         self.sock.as_raw_fd()
     }
 
+    #[inline]
     fn send_to(&self, buf: &[u8], addr: &SocketAddress) -> io::Result<usize> {
         match addr {
             SocketAddress::Inet(a) => self.sock.send_to(buf, a),
@@ -151,6 +152,7 @@ impl DatagramSocket for UdpSock {
         self.sock.local_addr().ok().map(SocketAddress::Inet)
     }
 
+    #[inline]
     fn check_dest(&self, addr: &SocketAddress) -> io::Result<()> {
         match addr {
             SocketAddress::Inet(a) if a.is_ipv6() && !self.v6 => Err(io::Error::new(
@@ -162,6 +164,7 @@ impl DatagramSocket for UdpSock {
         }
     }
 
+    #[inline]
     fn max_datagram(&self, dest: Option<&SocketAddress>) -> usize {
         let v4_path = match dest {
             Some(SocketAddress::Inet(SocketAddr::V6(a))) => a.ip().to_ipv4_mapped().is_some(),
