@@ -439,39 +439,40 @@ impl Report {
                 1.3,
                 "×",
             );
-            check(
-                format!(
-                    "{k}: user CPU/req vs tokio{}",
-                    floor(w, Peer::Tokio, Metric::UserPerReq)
-                ),
-                ratio(w, pl, Peer::Tokio, Metric::UserPerReq),
-                0.6,
-                "×",
-            );
             // Echo: 0.92; request/reply: 0.9 at depth 1, 0.6 pipelined.
-            let vs_tokio = match w {
+            let total_vs_tokio = match w {
                 Workload::Rpc { depth: 1, .. } => 0.9,
                 Workload::Rpc { .. } => 0.6,
                 _ => 0.92,
             };
-            check(
-                format!(
-                    "{k}: total CPU/req vs tokio{}",
-                    floor(w, Peer::Tokio, Metric::CpuPerReq)
+            let against_peers = [
+                (
+                    "user CPU/req vs tokio",
+                    Peer::Tokio,
+                    Metric::UserPerReq,
+                    0.6,
                 ),
-                ratio(w, pl, Peer::Tokio, Metric::CpuPerReq),
-                vs_tokio,
-                "×",
-            );
-            check(
-                format!(
-                    "{k}: total CPU/req vs uvloop{}",
-                    floor(w, Peer::Uvloop, Metric::CpuPerReq)
+                (
+                    "total CPU/req vs tokio",
+                    Peer::Tokio,
+                    Metric::CpuPerReq,
+                    total_vs_tokio,
                 ),
-                ratio(w, pl, Peer::Uvloop, Metric::CpuPerReq),
-                0.7,
-                "×",
-            );
+                (
+                    "total CPU/req vs uvloop",
+                    Peer::Uvloop,
+                    Metric::CpuPerReq,
+                    0.7,
+                ),
+            ];
+            for (what, peer, m, goal) in against_peers {
+                check(
+                    format!("{k}: {what}{}", floor(w, peer, m)),
+                    ratio(w, pl, peer, m),
+                    goal,
+                    "×",
+                );
+            }
             if k == "echo100k" {
                 check(
                     format!("{k}: p99 latency vs uvloop"),
