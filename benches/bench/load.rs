@@ -55,7 +55,7 @@ impl std::ops::DerefMut for AlignedBuf {
 }
 
 /// Longest wait for any progress before the server is declared stuck.
-const STALL: Duration = Duration::from_secs(10);
+pub const STALL: Duration = Duration::from_secs(10);
 
 struct Conn {
     sock: TcpStream,
@@ -81,6 +81,45 @@ pub struct Phase {
     /// Round-trip times (ns) of requests sent and completed in the phase,
     /// sorted.
     pub latencies_ns: Vec<u32>,
+}
+
+/// A load generator on one mio `Poll` whose tokens are connection
+/// indices: `drive` runs it for one phase (the echo and request/reply
+/// loads share it).
+pub trait MioLoad {
+    fn io(&mut self) -> (&mut Poll, &mut Events);
+
+    /// Handle readiness on connection `conn`; `t0` starts the phase.
+    fn service(&mut self, conn: usize, t0: Instant, phase: &mut Phase) -> io::Result<()>;
+
+    /// Drive the load for `dur`; returns what completed in that time. No
+    /// event for `STALL` is an error: the server is stuck.
+    fn drive(&mut self, dur: Duration) -> io::Result<Phase> {
+        let t0 = Instant::now();
+        let end = t0 + dur;
+        let mut phase = Phase::default();
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let (poll, events) = self.io();
+            poll.poll(events, Some((end - now).min(STALL)))?;
+            if events.is_empty() && Instant::now() < end {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no progress for {STALL:?}: the server is stuck"),
+                ));
+            }
+            let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+            for i in ready {
+                self.service(i, t0, &mut phase)?;
+            }
+        }
+        phase.elapsed = t0.elapsed();
+        phase.latencies_ns.sort_unstable();
+        Ok(phase)
+    }
 }
 
 impl Phase {
@@ -158,30 +197,43 @@ impl EchoLoad {
 
     /// Drive the load for `dur`; returns what completed in that time.
     pub fn run(&mut self, dur: Duration) -> io::Result<Phase> {
-        let t0 = Instant::now();
-        let end = t0 + dur;
-        let mut phase = Phase::default();
-        loop {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            self.poll
-                .poll(&mut self.events, Some((end - now).min(STALL)))?;
-            if self.events.is_empty() && Instant::now() < end {
+        MioLoad::drive(self, dur)
+    }
+}
+
+/// Hold `n` idle connections open to `addr`, each having echoed one byte
+/// (so the server has surely accepted and set it up). Connections are
+/// made in batches so the listen backlog never overflows.
+pub fn open_idle(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpStream>> {
+    const BATCH: usize = 200;
+    let mut all = Vec::with_capacity(n);
+    while all.len() < n {
+        let k = BATCH.min(n - all.len());
+        let mut batch = Vec::with_capacity(k);
+        for _ in 0..k {
+            let s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(STALL))?;
+            (&s).write_all(b"x")?;
+            batch.push(s);
+        }
+        for s in &batch {
+            let mut b = [0u8; 1];
+            (&*s).read_exact(&mut b)?;
+            if b != *b"x" {
                 return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no progress for {STALL:?}: the server is stuck"),
+                    io::ErrorKind::InvalidData,
+                    "idle connection: wrong echo",
                 ));
             }
-            let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
-            for i in ready {
-                self.service(i, t0, &mut phase)?;
-            }
         }
-        phase.elapsed = t0.elapsed();
-        phase.latencies_ns.sort_unstable();
-        Ok(phase)
+        all.extend(batch);
+    }
+    Ok(all)
+}
+
+impl MioLoad for EchoLoad {
+    fn io(&mut self) -> (&mut Poll, &mut Events) {
+        (&mut self.poll, &mut self.events)
     }
 
     /// Handle readiness on connection `i`: finish sending, read what came
@@ -231,34 +283,4 @@ impl EchoLoad {
             }
         }
     }
-}
-
-/// Hold `n` idle connections open to `addr`, each having echoed one byte
-/// (so the server has surely accepted and set it up). Connections are
-/// made in batches so the listen backlog never overflows.
-pub fn open_idle(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpStream>> {
-    const BATCH: usize = 200;
-    let mut all = Vec::with_capacity(n);
-    while all.len() < n {
-        let k = BATCH.min(n - all.len());
-        let mut batch = Vec::with_capacity(k);
-        for _ in 0..k {
-            let s = std::net::TcpStream::connect(addr)?;
-            s.set_read_timeout(Some(STALL))?;
-            (&s).write_all(b"x")?;
-            batch.push(s);
-        }
-        for s in &batch {
-            let mut b = [0u8; 1];
-            (&*s).read_exact(&mut b)?;
-            if b != *b"x" {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "idle connection: wrong echo",
-                ));
-            }
-        }
-        all.extend(batch);
-    }
-    Ok(all)
 }

@@ -15,10 +15,9 @@ use mio::{Events, Interest, Poll, Token};
 use prost::Message;
 use protoloop::proto::bank::{GetBalance, Response};
 
-use crate::load::{AlignedBuf, Phase};
+use crate::load::{AlignedBuf, MioLoad, Phase};
 
 pub const CUSTOMER: &str = "Jane Doe";
-const STALL: Duration = Duration::from_secs(10);
 
 struct Conn {
     sock: TcpStream,
@@ -88,30 +87,28 @@ impl RpcLoad {
 
     /// Drive the load for `dur`; returns what completed in that time.
     pub fn run(&mut self, dur: Duration) -> io::Result<Phase> {
-        let t0 = Instant::now();
-        let end = t0 + dur;
-        let mut phase = Phase::default();
-        loop {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            self.poll
-                .poll(&mut self.events, Some((end - now).min(STALL)))?;
-            if self.events.is_empty() && Instant::now() < end {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no progress for {STALL:?}: the server is stuck"),
-                ));
-            }
-            let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
-            for i in ready {
-                self.service(i, t0, &mut phase)?;
-            }
+        MioLoad::drive(self, dur)
+    }
+}
+
+/// Write queued requests until done or `WouldBlock`.
+fn flush(c: &mut Conn) -> io::Result<()> {
+    let mut done = 0;
+    while done < c.out.len() {
+        match c.sock.write(&c.out[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
-        phase.elapsed = t0.elapsed();
-        phase.latencies_ns.sort_unstable();
-        Ok(phase)
+    }
+    c.out.drain(..done);
+    Ok(())
+}
+
+impl MioLoad for RpcLoad {
+    fn io(&mut self) -> (&mut Poll, &mut Events) {
+        (&mut self.poll, &mut self.events)
     }
 
     fn service(&mut self, i: usize, t0: Instant, phase: &mut Phase) -> io::Result<()> {
@@ -163,19 +160,4 @@ impl RpcLoad {
         }
         flush(c)
     }
-}
-
-/// Write queued requests until done or `WouldBlock`.
-fn flush(c: &mut Conn) -> io::Result<()> {
-    let mut done = 0;
-    while done < c.out.len() {
-        match c.sock.write(&c.out[done..]) {
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    c.out.drain(..done);
-    Ok(())
 }

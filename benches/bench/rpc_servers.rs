@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use protoloop::proto::bank::{GetBalance, Response};
 
-use crate::servers::announce;
+use crate::servers::{announce, tokio_accept_loop, tokio_current_thread};
 
 /// The bank's whole business logic.
 fn answer(q: GetBalance) -> Response {
@@ -62,49 +62,31 @@ fn tokio_rpc(addr: SocketAddr) -> Result<(), String> {
     use prost::Message;
     use tokio_util::codec::Framed;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("building the runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("listening on {addr}: {e}"))?;
-        announce(listener.local_addr().map_err(|e| e.to_string())?);
-        loop {
-            let (sock, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tokio rpc server: accept: {e}");
-                    continue;
-                }
+    tokio_current_thread(tokio_accept_loop(addr, "tokio rpc server", |sock| {
+        tokio::spawn(async move {
+            let mut framed = Framed::new(sock, tokio_codec());
+            let reply = |frame: bytes::BytesMut| -> Option<bytes::Bytes> {
+                let q = GetBalance::decode(frame).ok()?;
+                Some(answer(q).encode_to_vec().into())
             };
-            let _ = sock.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut framed = Framed::new(sock, tokio_codec());
-                let reply = |frame: bytes::BytesMut| -> Option<bytes::Bytes> {
-                    let q = GetBalance::decode(frame).ok()?;
-                    Some(answer(q).encode_to_vec().into())
-                };
-                while let Some(Ok(frame)) = framed.next().await {
+            while let Some(Ok(frame)) = framed.next().await {
+                let Some(r) = reply(frame) else { return };
+                if framed.feed(r).await.is_err() {
+                    return;
+                }
+                // Answer what else already arrived before flushing.
+                while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
                     let Some(r) = reply(frame) else { return };
                     if framed.feed(r).await.is_err() {
                         return;
                     }
-                    // Answer what else already arrived before flushing.
-                    while let Some(Some(Ok(frame))) = framed.next().now_or_never() {
-                        let Some(r) = reply(frame) else { return };
-                        if framed.feed(r).await.is_err() {
-                            return;
-                        }
-                    }
-                    if SinkExt::<bytes::Bytes>::flush(&mut framed).await.is_err() {
-                        return;
-                    }
                 }
-            });
-        }
-    })
+                if SinkExt::<bytes::Bytes>::flush(&mut framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }))
 }
 
 mod mio_rpc {

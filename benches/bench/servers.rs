@@ -55,6 +55,41 @@ pub fn announce_str(addr: &str) {
     std::thread::spawn(control);
 }
 
+/// Run `serve` on a tokio `current_thread` runtime: every tokio peer.
+pub fn tokio_current_thread(
+    serve: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("building the runtime: {e}"))?
+        .block_on(serve)
+}
+
+/// Listen on `addr`, announce it, and hand every accepted connection
+/// (with `TCP_NODELAY`) to `on_conn`, which spawns its task. Runs for
+/// ever inside [`tokio_current_thread`]; a failed accept is reported on
+/// stderr under `name` and the loop goes on.
+pub async fn tokio_accept_loop(
+    addr: SocketAddr,
+    name: &str,
+    mut on_conn: impl FnMut(tokio::net::TcpStream),
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listening on {addr}: {e}"))?;
+    announce(listener.local_addr().map_err(|e| e.to_string())?);
+    loop {
+        match listener.accept().await {
+            Ok((sock, _)) => {
+                let _ = sock.set_nodelay(true);
+                on_conn(sock);
+            }
+            Err(e) => eprintln!("{name}: accept: {e}"),
+        }
+    }
+}
+
 fn control() {
     let stdin = io::stdin();
     for line in stdin.lock().lines() {
@@ -144,37 +179,19 @@ pub fn tokio_echo(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> R
         }
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("building the runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("listening on {addr}: {e}"))?;
-        announce(listener.local_addr().map_err(|e| e.to_string())?);
-        loop {
-            let (sock, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tokio server: accept: {e}");
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    None => echo(sock).await,
-                    Some(acceptor) => {
-                        if let Ok(s) = acceptor.accept(sock).await {
-                            echo(s).await
-                        }
+    tokio_current_thread(tokio_accept_loop(addr, "tokio server", |sock| {
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => echo(sock).await,
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(sock).await {
+                        echo(s).await
                     }
                 }
-            });
-        }
-    })
+            }
+        });
+    }))
 }
 
 // ---------------------------------------------------------------- raw mio

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::servers::{announce, announce_str};
+use crate::servers::{announce, announce_str, tokio_accept_loop, tokio_current_thread};
 
 /// Where the orchestrator put the TLS certificate and key (PEM).
 #[derive(Debug, Clone)]
@@ -120,11 +120,7 @@ fn protoloop_udp(addr: SocketAddr) -> Result<(), String> {
 }
 
 fn tokio_udp(addr: SocketAddr) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("building the runtime: {e}"))?;
-    rt.block_on(async move {
+    tokio_current_thread(async move {
         let sock = tokio::net::UdpSocket::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
@@ -253,46 +249,32 @@ fn tokio_pipe(addr: SocketAddr) -> Result<(), String> {
         }
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("building the runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("listening on {addr}: {e}"))?;
-        announce(listener.local_addr().map_err(|e| e.to_string())?);
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = sock.set_nodelay(true);
-            let child = tokio::process::Command::new("cat")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tokio pipe server: starting cat: {e}");
-                    continue;
-                }
-            };
-            let (cin, cout) = (child.stdin.take(), child.stdout.take());
-            let (Some(cin), Some(cout)) = (cin, cout) else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (rd, wr) = sock.into_split();
-                // Either side ending ends the connection (and cat).
-                tokio::select! {
-                    _ = pump(rd, cin) => {}
-                    _ = pump(cout, wr) => {}
-                }
-                drop(child);
-            });
-        }
-    })
+    tokio_current_thread(tokio_accept_loop(addr, "tokio pipe server", |sock| {
+        let child = tokio::process::Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tokio pipe server: starting cat: {e}");
+                return;
+            }
+        };
+        let (cin, cout) = (child.stdin.take(), child.stdout.take());
+        let (Some(cin), Some(cout)) = (cin, cout) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let (rd, wr) = sock.into_split();
+            // Either side ending ends the connection (and cat).
+            tokio::select! {
+                _ = pump(rd, cin) => {}
+                _ = pump(cout, wr) => {}
+            }
+            drop(child);
+        });
+    }))
 }
