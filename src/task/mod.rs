@@ -23,9 +23,11 @@ use crate::event_loop::{ExceptionKind, Handle, panic_message};
 
 mod future;
 mod sleep;
+mod waiters;
 
 pub use future::{FutureError, SettableFuture};
 pub use sleep::{Sleep, Timeout, sleep, timeout};
+pub(crate) use waiters::{Waiters, until};
 
 /// Why a task produced no value.
 #[derive(Debug, Clone, PartialEq, Eq)]

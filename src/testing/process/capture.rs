@@ -4,13 +4,12 @@
 //! wakes whoever waits for a line, the exit, or the end.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
 use std::process::ExitStatus;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use super::Stream;
 use crate::protocol::{CloseReason, SubprocessProtocol};
+use crate::task::Waiters;
 
 #[derive(Default)]
 pub(super) struct Captured {
@@ -20,14 +19,12 @@ pub(super) struct Captured {
     pub(super) exited: bool,
     /// `process_ended` came: the child exited and every pipe closed.
     pub(super) ended: Option<ExitStatus>,
-    wakers: Vec<Waker>,
+    wakers: Waiters,
 }
 
 impl Captured {
     fn wake(&mut self) {
-        for w in self.wakers.drain(..) {
-            w.wake();
-        }
+        self.wakers.wake_all();
     }
 
     /// The output of `stream` so far, as text (invalid UTF-8 replaced).
@@ -82,21 +79,8 @@ impl SubprocessProtocol for Capture {
 
 /// Wait until `f` gives a value; re-checked after each event of the child.
 pub(super) async fn until<T>(
-    state: &Rc<RefCell<Captured>>,
-    mut f: impl FnMut(&Captured) -> Option<T>,
+    state: &RefCell<Captured>,
+    f: impl FnMut(&mut Captured) -> Option<T>,
 ) -> T {
-    poll_fn(|cx| {
-        let mut s = state.borrow_mut();
-        match f(&s) {
-            Some(v) => Poll::Ready(v),
-            None => {
-                // One waker per task, however often it polls in between.
-                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    s.wakers.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    })
-    .await
+    crate::task::until(state, |s| &mut s.wakers, f).await
 }

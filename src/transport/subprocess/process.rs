@@ -5,16 +5,16 @@
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::process::{ExitStatus, Output};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use super::{SubprocessOptions, SubprocessTransport};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, SubprocessProtocol};
+use crate::task::Waiters;
 use crate::transport::Transport;
 
 #[derive(Default)]
@@ -23,14 +23,12 @@ struct Collected {
     unread: [Vec<u8>; 2],
     eof: [bool; 2],
     ended: Option<ExitStatus>,
-    wakers: Vec<Waker>,
+    wakers: Waiters,
 }
 
 impl Collected {
     fn wake(&mut self) {
-        for w in self.wakers.drain(..) {
-            w.wake();
-        }
+        self.wakers.wake_all();
     }
 }
 
@@ -290,27 +288,9 @@ fn index(fd: i32) -> Result<usize> {
     }
 }
 
-/// Wait until `f` gives a value; re-checked after each output event.
-async fn until<T>(
-    state: &Rc<RefCell<Collected>>,
-    mut f: impl FnMut(&mut Collected) -> Option<T>,
-) -> T {
-    poll_fn(|cx| {
-        let mut s = state.borrow_mut();
-        match f(&mut s) {
-            Some(v) => Poll::Ready(v),
-            None => {
-                // Once per task: a task that polls again without an event
-                // in between (a read under a timeout, in a loop) would
-                // otherwise add a waker each time until output comes.
-                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    s.wakers.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    })
-    .await
+/// Wait until `f` gives a value; re-checked after each event of the child.
+async fn until<T>(state: &RefCell<Collected>, f: impl FnMut(&mut Collected) -> Option<T>) -> T {
+    crate::task::until(state, |s| &mut s.wakers, f).await
 }
 
 #[cfg(test)]
