@@ -1,15 +1,34 @@
 //! Sessions and process groups: `start_new_session` and `process_group`
 //! really move the child (checked from the child's own `/proc/self/stat`
-//! against the parent's `getpgrp`/`getsid`), a group signal reaches the
+//! against the parent's own), a group signal reaches the
 //! processes the child started, and every misuse is a clear error that
 //! signals nobody.
 
 use std::io::ErrorKind;
 
 use protoloop::Process;
-use rustix::process::{getpgrp, getsid};
 
 use super::*;
+
+/// The (pid, process group, session) in a `/proc/PID/stat` line. Both
+/// sides of every comparison below come from `/proc`, so they agree even
+/// where the session or group lies outside this PID namespace (a container
+/// whose init started the tests), which the kernel reports as 0.
+fn ids_in_stat(stat: &str) -> (u32, i32, i32) {
+    // "pid (comm) state ppid pgrp session ...": comm may hold spaces.
+    let (pid, rest) = stat.split_once(" (").unwrap();
+    let fields: Vec<&str> = rest
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    (
+        pid.parse().unwrap(),
+        fields[2].parse().unwrap(),
+        fields[3].parse().unwrap(),
+    )
+}
 
 /// The (pid, process group, session) a child reports for itself, read by
 /// `cat` from its own `/proc/self/stat` (so it is `cat`'s, the child's).
@@ -21,25 +40,14 @@ fn ids_of_child(lp: &EventLoop, opts: SubprocessOptions) -> (u32, i32, i32) {
     let pid = p.pid();
     let out = run(lp, DEADLINE, async move { p.communicate(None).await }).unwrap();
     assert!(out.status.success(), "{out:?}");
-    let stat = String::from_utf8(out.stdout).unwrap();
-    // "pid (comm) state ppid pgrp session ...": comm may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let (pgrp, sid) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
-    assert_eq!(
-        stat.split_whitespace().next(),
-        Some(pid.to_string().as_str())
-    );
-    (pid, pgrp, sid)
+    let ids = ids_in_stat(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(ids.0, pid);
+    ids
 }
 
+/// This test process's (process group, session).
 fn parent_ids() -> (i32, i32) {
-    let pgrp = getpgrp().as_raw_nonzero().get();
-    let sid = getsid(None).unwrap().as_raw_nonzero().get();
+    let (_, pgrp, sid) = ids_in_stat(&std::fs::read_to_string("/proc/self/stat").unwrap());
     (pgrp, sid)
 }
 

@@ -316,7 +316,7 @@ impl Core {
     /// default), and never once it has been reaped, when its pid, and so
     /// the group id, may name another process.
     pub(super) fn signal_group(&self, sig: rustix::process::Signal) -> Result<()> {
-        use rustix::process::{Pid, getpgid, kill_process_group};
+        use rustix::process::{Pid, kill_process_group};
         let context = || {
             format!(
                 "sending signal {} to the process group of process {} ({})",
@@ -338,14 +338,24 @@ impl Core {
         };
         // Not reaped (reaping happens only on this thread), so `pid` is
         // still our child, if only as a zombie.
-        let pgid = getpgid(Some(pid)).map_err(|e| Error::io(context(), e.into()))?;
-        if pgid != pid {
+        // Through libc, not rustix: the group may lie outside this PID
+        // namespace (a container whose init started us), and then the
+        // kernel reports it as 0, which rustix's `getpgid` asserts against.
+        // SAFETY: `getpgid` takes a plain pid and touches no memory.
+        let pgid = unsafe { libc::getpgid(pid.as_raw_nonzero().get()) };
+        if pgid < 0 {
+            return Err(Error::io(context(), std::io::Error::last_os_error()));
+        }
+        if pgid != pid.as_raw_nonzero().get() {
+            let group = match pgid {
+                0 => "a group outside this PID namespace".to_owned(),
+                g => format!("group {g}"),
+            };
             return Err(refuse(
                 std::io::ErrorKind::InvalidInput,
                 format!(
-                    "it is not a process group leader (it is in group {}); start it with \
-                     start_new_session(true) or process_group(0)",
-                    pgid.as_raw_nonzero()
+                    "it is not a process group leader (it is in {group}); start it with \
+                     start_new_session(true) or process_group(0)"
                 ),
             ));
         }
