@@ -2,6 +2,7 @@
 # Run: bench/instructions.sh SERVER APP WORKLOAD [SECS]
 #   e.g. bench/instructions.sh protoloop echo echo1k
 #        bench/instructions.sh tokio rpc rpc32x10 6
+#        bench/instructions.sh protoloop tls tls10k   (makes its own certificate)
 #
 # User-space instructions per request of one benchmark server, counted by
 # valgrind's callgrind: a figure that does not move with the noise of a
@@ -26,8 +27,13 @@ LOG="$OUT/$SERVER.$APP.$WORKLOAD.log"
 FIFO=$(mktemp -u); mkfifo "$FIFO"
 sleep $((SECS + 60)) > "$FIFO" &
 HOLD=$!
+TLS=()
+if [ "$APP" = tls ]; then
+    "$B" --write-cert "$OUT/cert" > /dev/null
+    TLS=(--cert "$OUT/cert/cert.pem" --key "$OUT/cert/key.pem")
+fi
 valgrind --tool=callgrind --callgrind-out-file="$PROFILE" \
-    "$B" --serve "$SERVER" --app "$APP" --listen 127.0.0.1:0 < "$FIFO" > "$LOG.stdout" 2> "$LOG" &
+    "$B" --serve "$SERVER" --app "$APP" "${TLS[@]}" --listen 127.0.0.1:0 < "$FIFO" > "$LOG.stdout" 2> "$LOG" &
 VG=$!
 ADDR=
 for _ in $(seq 1 150); do

@@ -47,6 +47,7 @@ usage:
   bench --serve protoloop|tokio|mio [--app echo|rpc|udp|pipe] --listen HOST:PORT
   bench --serve protoloop|tokio --app tls --cert PEM --key PEM --listen HOST:PORT
   bench --load WORKLOAD --connect HOST:PORT [--secs S]
+  bench --write-cert DIR       write a self-signed cert.pem and key.pem for 127.0.0.1 into DIR
 
   --quick      a smoke run: 3 reps of 0.1 s, 1,000 idle connections, no perf, and one
                workload of each kind (echo1k,echo100k,pingpong,idle,rpc1x10,rpc32x100,
@@ -130,6 +131,11 @@ fn run(args: &[String]) -> Result<(), String> {
             "--connect" => connect = Some(value()?),
             "--cert" => cert = Some(value()?),
             "--key" => key = Some(value()?),
+            "--write-cert" => {
+                let files = servers_more::write_test_certificate(value()?.as_ref())?;
+                println!("{}\n{}", files.cert.display(), files.key.display());
+                return Ok(());
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
