@@ -24,6 +24,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::stream::{StreamSocket, StreamTransport};
+use super::tls::TlsServer;
 use super::{SocketAddress, TransportImpl};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
@@ -274,6 +275,37 @@ impl<L: Listener> ServerCore<L> {
             }
         }
     }
+}
+
+/// Serve on bound, listening sockets: what `create_server` and
+/// `create_unix_server` share once their sockets listen. Each accepted
+/// connection gets a protocol from `factory`, behind a TLS layer when
+/// `tls` is set; `configure` runs on each accepted stream first.
+pub(crate) fn serve<L, P, F>(
+    handle: &Handle,
+    listeners: Vec<L>,
+    factory: F,
+    tls: Option<TlsServer>,
+    configure: Configure<L::Stream>,
+    idle_timeout: Option<Duration>,
+    start_serving: bool,
+) -> Result<Server>
+where
+    L: Listener,
+    P: Protocol,
+    F: Fn() -> P + 'static,
+{
+    let factory: Factory = match tls {
+        Some(tls) => super::tls::server_factory(handle, factory, tls),
+        None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
+    };
+    let core = ServerCore::new(handle, listeners, factory, configure);
+    core.set_idle_timeout(idle_timeout);
+    let server = Server::new(core);
+    if start_serving {
+        server.start_serving()?;
+    }
+    Ok(server)
 }
 
 impl<L: Listener> ServerOps for ServerCore<L> {

@@ -28,8 +28,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 use socket2::{Domain, Socket, Type};
 
-use super::server::{Accepted, Factory, ServerCore};
-use super::stream::StreamTransport;
+use super::server::serve;
+use super::stream::{StreamSocket, StreamTransport};
 use super::{ProtocolHandle, Transport};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
@@ -423,11 +423,7 @@ impl Handle {
                             )
                             .await;
                         }
-                        let proto = Rc::new(RefCell::new(factory()));
-                        let t = StreamTransport::new(&handle, stream, proto.clone());
-                        t.adopt_token(token);
-                        t.start(true);
-                        return Ok((Transport::new(t), ProtocolHandle::new(proto)));
+                        return start_plain(&handle, stream, Some(token), factory());
                     }
                     Err(e) => attempts.push((a, Arc::new(e))),
                 }
@@ -447,12 +443,7 @@ impl Handle {
         stream
             .set_nonblocking(true)
             .map_err(|e| Error::io("making the socket non-blocking", e))?;
-        let proto = Rc::new(RefCell::new(protocol));
-        let t = StreamTransport::new(self, TcpStream::from_std(stream), proto.clone());
-        t.register()
-            .map_err(|e| Error::io("registering the socket", e))?;
-        t.start(true);
-        Ok((Transport::new(t), ProtocolHandle::new(proto)))
+        start_plain(self, TcpStream::from_std(stream), None, protocol)
     }
 
     /// Listen on every address `addrs` resolves to and run a protocol
@@ -522,24 +513,58 @@ impl Handle {
                 bind_listener(*a, &opts).map_err(|e| Error::io(format!("listening on {a}"), e))?,
             );
         }
-        let factory: Factory = match opts.tls.clone() {
-            Some(tls) => super::tls::server_factory(self, factory, tls),
-            None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
-        };
         let nodelay = opts.nodelay;
         let configure = Box::new(move |s: &TcpStream| {
             if nodelay {
                 let _ = s.set_nodelay(true);
             }
         });
-        let core = ServerCore::new(self, listeners, factory, configure);
-        core.set_idle_timeout(opts.idle_timeout);
-        let server = Server::new(core);
-        if opts.start_serving {
-            server.start_serving()?;
-        }
-        Ok(server)
+        serve(
+            self,
+            listeners,
+            factory,
+            opts.tls,
+            configure,
+            opts.idle_timeout,
+            opts.start_serving,
+        )
     }
+}
+
+/// Start a stream transport for `protocol` on a connected socket: take
+/// over the reactor entry `token` that connecting registered, or register
+/// the socket now; then `connection_made` runs and the first read is
+/// scheduled. Every client-side connection (TCP or Unix, plain or under
+/// TLS) starts here; the server's accept path keeps its own order (see
+/// the `server` module).
+pub(super) fn start_stream<S: StreamSocket>(
+    handle: &Handle,
+    stream: S,
+    token: Option<Token>,
+    protocol: Rc<RefCell<dyn Protocol>>,
+) -> Result<Rc<StreamTransport<S>>> {
+    let t = StreamTransport::new(handle, stream, protocol);
+    match token {
+        Some(token) => t.adopt_token(token),
+        None => t
+            .register()
+            .map_err(|e| Error::io("registering the socket", e))?,
+    }
+    t.start(true);
+    Ok(t)
+}
+
+/// [`start_stream`] for a protocol run straight on the socket (no TLS),
+/// returned as `create_connection` returns it.
+pub(super) fn start_plain<S: StreamSocket, P: Protocol>(
+    handle: &Handle,
+    stream: S,
+    token: Option<Token>,
+    protocol: P,
+) -> Result<(Transport, ProtocolHandle<P>)> {
+    let proto = Rc::new(RefCell::new(protocol));
+    let t = start_stream(handle, stream, token, proto.clone())?;
+    Ok((Transport::new(t), ProtocolHandle::new(proto)))
 }
 
 fn bind_listener(addr: SocketAddr, opts: &ServerOptions) -> io::Result<TcpListener> {

@@ -136,7 +136,7 @@ use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol};
 use crate::transport::server::{Accepted, Factory};
-use crate::transport::stream::{StreamSocket, StreamTransport};
+use crate::transport::stream::StreamSocket;
 use crate::transport::{ProtocolHandle, Transport, TransportImpl};
 
 mod api;
@@ -354,14 +354,7 @@ where
     };
     let proto = Rc::new(RefCell::new(factory()));
     let layer = TlsLayer::new(handle, session, proto.clone(), true, tls.timeouts);
-    let t = StreamTransport::new(handle, stream, layer.lower_protocol());
-    match token {
-        Some(token) => t.adopt_token(token),
-        None => t
-            .register()
-            .map_err(|e| Error::io("registering the socket", e))?,
-    }
-    t.start(true);
+    super::tcp::start_stream(handle, stream, token, layer.lower_protocol())?;
     let waiter = layer.handshake_waiter();
     let _ = waiter.await;
     match layer.handshake_result() {

@@ -38,11 +38,9 @@
 //! no file is made, and the name goes away with the last socket bound to
 //! it.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::time::Duration;
 
 use mio::net::{UnixListener, UnixStream};
@@ -54,8 +52,8 @@ mod addr;
 pub use addr::UnixAddr;
 pub(crate) use addr::{SocketFile, bind_unix};
 
-use super::server::{Accepted, Factory, Listener, Server, ServerCore};
-use super::stream::{StreamSocket, StreamTransport};
+use super::server::{Listener, Server, serve};
+use super::stream::StreamSocket;
 use super::tls::{TlsClient, TlsServer};
 use super::{ProtocolHandle, SocketAddress, Transport};
 use crate::error::{Error, Result};
@@ -341,12 +339,7 @@ impl Handle {
             if let Some(tls) = &opts.tls {
                 return super::tls::connect_stream(&handle, stream, None, factory, tls).await;
             }
-            let proto = Rc::new(RefCell::new(factory()));
-            let t = StreamTransport::new(&handle, stream, proto.clone());
-            t.register()
-                .map_err(|e| Error::io("registering the socket", e))?;
-            t.start(true);
-            Ok((Transport::new(t), ProtocolHandle::new(proto)))
+            super::tcp::start_plain(&handle, stream, None, factory())
         }
     }
 
@@ -400,16 +393,14 @@ impl Handle {
             inner: listener,
             file: file.filter(|_| opts.remove_on_close),
         };
-        let factory: Factory = match opts.tls.clone() {
-            Some(tls) => super::tls::server_factory(self, factory, tls),
-            None => Box::new(move || Accepted::plain(Rc::new(RefCell::new(factory())))),
-        };
-        let core = ServerCore::new(self, vec![listener], factory, Box::new(|_: &UnixStream| {}));
-        core.set_idle_timeout(opts.idle_timeout);
-        let server = Server::new(core);
-        if opts.start_serving {
-            server.start_serving()?;
-        }
-        Ok(server)
+        serve(
+            self,
+            vec![listener],
+            factory,
+            opts.tls,
+            Box::new(|_: &UnixStream| {}),
+            opts.idle_timeout,
+            opts.start_serving,
+        )
     }
 }
