@@ -2,6 +2,7 @@
 //! adapter whose handler passes replies to the client's state.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::rc::{Rc, Weak};
 
 use super::correlator::ReplyTag;
@@ -121,7 +122,7 @@ where
     }
 }
 
-/// What both client handlers share: the client (weakly: a connection does
+/// What a client handler keeps, whichever the wire: the client (weakly: a connection does
 /// not keep a dropped client alive) and which connection this is.
 pub(crate) struct Tie<Req, Resp>
 where
@@ -184,23 +185,55 @@ where
     }
 }
 
-/// Replies are bare `Resp` messages (FIFO or by key).
-pub(crate) struct Plain<Req, Resp>(Tie<Req, Resp>)
+/// The handler of a client's connection: passes each reply to the
+/// client's state. `W` says how replies travel ([`PlainReplies`] or
+/// [`EnvelopedReplies`]); everything else is the same for both.
+pub(crate) struct ClientHandler<Req, Resp, W>
 where
     Req: prost::Message + 'static,
-    Resp: prost::Message + Default + 'static;
+    Resp: prost::Message + Default + 'static,
+{
+    tie: Tie<Req, Resp>,
+    wire: PhantomData<W>,
+}
 
-impl<Req, Resp> Plain<Req, Resp>
+/// The handler for replies that are bare `Resp` messages.
+pub(crate) type Plain<Req, Resp> = ClientHandler<Req, Resp, PlainReplies>;
+/// The handler for replies in an [`Envelope`].
+pub(crate) type Enveloped<Req, Resp> = ClientHandler<Req, Resp, EnvelopedReplies>;
+
+impl<Req, Resp, W> ClientHandler<Req, Resp, W>
 where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,
 {
     pub(crate) fn new(client: Weak<Shared<Req, Resp>>, generation: u64) -> Self {
-        Plain(Tie::new(client, generation))
+        ClientHandler {
+            tie: Tie::new(client, generation),
+            wire: PhantomData,
+        }
     }
 }
 
-impl<Req, Resp> MessageHandler for Plain<Req, Resp>
+/// How replies travel on the wire: what is framed each way, and how a
+/// received message becomes a reply for the client.
+pub(crate) trait ReplyWire<Req, Resp>: 'static
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+{
+    /// The messages received.
+    type In: prost::Message + Default + 'static;
+    /// The messages sent.
+    type Out: prost::Message;
+    /// Pass one received message on to the client.
+    fn message_received(tie: &Tie<Req, Resp>, message: Self::In);
+}
+
+/// Replies are bare `Resp` messages (FIFO or by key).
+pub(crate) enum PlainReplies {}
+
+impl<Req, Resp> ReplyWire<Req, Resp> for PlainReplies
 where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,
@@ -208,51 +241,22 @@ where
     type In = Resp;
     type Out = Req;
 
-    fn connection_made(&mut self, sender: MessageSender<Req>) {
-        self.0.connection_made(sender.link().clone());
-    }
-
-    fn message_received(&mut self, reply: Resp) {
-        let Some(c) = self.0.client() else { return };
+    fn message_received(tie: &Tie<Req, Resp>, reply: Resp) {
+        let Some(c) = tie.client() else { return };
         // The key extractor is user code: run it with nothing borrowed.
         let tag = match &c.opts.keys {
             Some((_, reply_key)) => ReplyTag::Key(reply_key(&reply)),
             None => ReplyTag::Next,
         };
         drop(c);
-        self.0.reply(tag, reply);
-    }
-
-    fn connection_lost(&mut self, reason: CloseReason) {
-        self.0.connection_lost(reason);
-    }
-
-    fn pause_writing(&mut self) {
-        self.0.write_paused(true);
-    }
-
-    fn resume_writing(&mut self) {
-        self.0.write_paused(false);
+        tie.reply(tag, reply);
     }
 }
 
 /// Replies come in an [`Envelope`] carrying the request's id.
-pub(crate) struct Enveloped<Req, Resp>(Tie<Req, Resp>)
-where
-    Req: prost::Message + 'static,
-    Resp: prost::Message + Default + 'static;
+pub(crate) enum EnvelopedReplies {}
 
-impl<Req, Resp> Enveloped<Req, Resp>
-where
-    Req: prost::Message + 'static,
-    Resp: prost::Message + Default + 'static,
-{
-    pub(crate) fn new(client: Weak<Shared<Req, Resp>>, generation: u64) -> Self {
-        Enveloped(Tie::new(client, generation))
-    }
-}
-
-impl<Req, Resp> MessageHandler for Enveloped<Req, Resp>
+impl<Req, Resp> ReplyWire<Req, Resp> for EnvelopedReplies
 where
     Req: prost::Message + 'static,
     Resp: prost::Message + Default + 'static,
@@ -260,30 +264,44 @@ where
     type In = Envelope;
     type Out = Envelope;
 
-    fn connection_made(&mut self, sender: MessageSender<Envelope>) {
-        self.0.connection_made(sender.link().clone());
-    }
-
-    fn message_received(&mut self, envelope: Envelope) {
+    fn message_received(tie: &Tie<Req, Resp>, envelope: Envelope) {
         match MessageCodec::<Resp>::decode_payload(envelope.body) {
-            Ok(reply) => self.0.reply(ReplyTag::Id(envelope.id), reply),
+            Ok(reply) => tie.reply(ReplyTag::Id(envelope.id), reply),
             Err(e) => {
-                if let Some(link) = &self.0.link {
+                if let Some(link) = &tie.link {
                     link.fail(std::sync::Arc::new(e));
                 }
             }
         }
     }
+}
+
+impl<Req, Resp, W> MessageHandler for ClientHandler<Req, Resp, W>
+where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default + 'static,
+    W: ReplyWire<Req, Resp>,
+{
+    type In = W::In;
+    type Out = W::Out;
+
+    fn connection_made(&mut self, sender: MessageSender<W::Out>) {
+        self.tie.connection_made(sender.link().clone());
+    }
+
+    fn message_received(&mut self, message: W::In) {
+        W::message_received(&self.tie, message);
+    }
 
     fn connection_lost(&mut self, reason: CloseReason) {
-        self.0.connection_lost(reason);
+        self.tie.connection_lost(reason);
     }
 
     fn pause_writing(&mut self) {
-        self.0.write_paused(true);
+        self.tie.write_paused(true);
     }
 
     fn resume_writing(&mut self) {
-        self.0.write_paused(false);
+        self.tie.write_paused(false);
     }
 }
