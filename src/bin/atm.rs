@@ -16,8 +16,8 @@ use std::time::Duration;
 use protoloop::EventLoop;
 use protoloop::demo::atm::{Atm, AtmOptions, DEFAULT_BANK, DEFAULT_LISTEN};
 use protoloop::demo::child::LISTENING;
+use protoloop::demo::cli::{Flags, exit_status, stop_signal};
 use protoloop::demo::tour;
-use signal_hook::consts::{SIGINT, SIGTERM};
 
 const USAGE: &str = "usage: atm [--bank HOST:PORT] [--listen HOST:PORT] [--bank-wait SECONDS]
        atm demo
@@ -41,23 +41,13 @@ fn parse(args: &[String]) -> Result<Cli, String> {
         listen: DEFAULT_LISTEN.into(),
         bank_wait: Duration::from_secs(5),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
         match flag {
-            "--bank" => cli.bank = value()?,
-            "--listen" => cli.listen = value()?,
+            "--bank" => cli.bank = flags.value()?,
+            "--listen" => cli.listen = flags.value()?,
             "--bank-wait" => {
-                let v = value()?;
+                let v = flags.value()?;
                 cli.bank_wait = v
                     .parse::<f64>()
                     .ok()
@@ -85,20 +75,7 @@ fn main() -> ExitCode {
         }
         return demo();
     }
-    let cli = match parse(&args) {
-        Ok(cli) => cli,
-        Err(msg) => {
-            eprintln!("atm: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("atm: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status("atm", USAGE, parse(&args), serve)
 }
 
 /// The ATM server, until SIGTERM or SIGINT.
@@ -107,14 +84,7 @@ fn serve(cli: Cli) -> Result<(), String> {
     let h = lp.handle();
     // Watch the signals before anything else, so that one arriving while
     // we wait for the bank still ends us with exit status 0.
-    let stop = h.create_future::<&'static str>();
-    for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-        let stop = stop.clone();
-        h.add_signal_handler(sig, move || {
-            let _ = stop.set_result(name);
-        })
-        .map_err(|e| format!("could not watch {name}: {e}"))?;
-    }
+    let stop = stop_signal(&h)?;
     let opts = AtmOptions::new()
         .bank(cli.bank.as_str())
         .listen(cli.listen)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use protoloop::EventLoop;
 use protoloop::demo::bank::{Bank, BankServer, DEMO_BALANCES, parse_balance};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use protoloop::demo::cli::{Flags, exit_status, stop_signal};
 
 const USAGE: &str = "usage: bank [--listen HOST:PORT] [--balance NAME=AMOUNT]...
   --listen   where the ATM connects (default 127.0.0.1:44444; port 0 picks one)
@@ -27,23 +27,12 @@ struct Cli {
 fn parse(args: &[String]) -> Result<Cli, String> {
     let mut listen = "127.0.0.1:44444".to_string();
     let mut balances = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
         match flag {
-            "--listen" => listen = value()?,
-            "--balance" => {
-                balances.push(parse_balance(&value()?).map_err(|e| format!("--balance: {e}"))?)
-            }
+            "--listen" => listen = flags.value()?,
+            "--balance" => balances
+                .push(parse_balance(&flags.value()?).map_err(|e| format!("--balance: {e}"))?),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
@@ -62,20 +51,7 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let cli = match parse(&args) {
-        Ok(cli) => cli,
-        Err(msg) => {
-            eprintln!("bank: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match serve(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("bank: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status("bank", USAGE, parse(&args), serve)
 }
 
 fn serve(cli: Cli) -> Result<(), String> {
@@ -87,14 +63,7 @@ fn serve(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("could not listen on {}: {e}", cli.listen))?;
     println!("bank: listening on {}", server.local_addr());
 
-    let stop = h.create_future::<&'static str>();
-    for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
-        let stop = stop.clone();
-        h.add_signal_handler(sig, move || {
-            let _ = stop.set_result(name);
-        })
-        .map_err(|e| format!("could not watch {name}: {e}"))?;
-    }
+    let stop = stop_signal(&h)?;
     lp.run_until_complete(async move {
         let sig = stop.await.unwrap_or("a stop signal");
         eprintln!("bank: got {sig}: shutting down");

@@ -16,10 +16,12 @@
 //! | [`customer`] | a customer whose `send` returns a future of the reply |
 //! | [`child`] | the `atm` program as a child process (demo and tests) |
 //! | [`tour`] | the whole demo in one call (`atm demo`) |
+//! | [`cli`] | the command line the `atm` and `bank` programs share |
 
 pub mod atm;
 pub mod bank;
 pub mod child;
+pub mod cli;
 pub mod customer;
 pub mod session;
 mod teller;
