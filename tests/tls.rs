@@ -30,25 +30,13 @@ mod start_tls;
 mod support;
 use support::*;
 
-fn tls_server_opts(pki: &Pki) -> ServerOptions {
-    ServerOptions::default().tls(pki.server())
-}
-
 #[test]
 fn ten_megabytes_echo_byte_exact() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer::echo(&s2),
-            "127.0.0.1:0",
-            tls_server_opts(&pki),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (slog, echo) = echo_peers();
+    let (_server, addr) = tls_server(&h, &pki, echo);
     let clog = Shared::default();
     let c2 = clog.clone();
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
@@ -186,16 +174,8 @@ fn handshake_fails(
     let client = client(&pki);
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer::echo(&s2),
-            "127.0.0.1:0",
-            tls_server_opts(&pki),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (slog, echo) = echo_peers();
+    let (_server, addr) = tls_server(&h, &pki, echo);
     let clog = Shared::default();
     let c2 = clog.clone();
     let bad = ConnectOptions::default().tls(
@@ -267,16 +247,8 @@ fn garbage_instead_of_a_client_hello_closes_only_that_connection() {
     let reports = Rc::new(RefCell::new(Vec::<(ExceptionKind, String)>::new()));
     let r2 = reports.clone();
     h.set_exception_handler(move |ctx| r2.borrow_mut().push((ctx.kind, ctx.message.clone())));
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer::echo(&s2),
-            "127.0.0.1:0",
-            tls_server_opts(&pki),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (slog, echo) = echo_peers();
+    let (server, addr) = tls_server(&h, &pki, echo);
     let glog = Shared::default();
     let g2 = glog.clone();
     let good = ConnectOptions::default().tls(pki.client(), localhost());
@@ -443,16 +415,8 @@ fn a_corrupt_record_after_the_handshake_ends_in_connection_lost_with_the_tls_err
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer::echo(&s2),
-            "127.0.0.1:0",
-            tls_server_opts(&pki),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (slog, echo) = echo_peers();
+    let (server, addr) = tls_server(&h, &pki, echo);
     let config = pki.client();
     // A plain rustls client on a thread: handshake, one good record, then
     // an application-data record whose authentication tag is garbage.

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use protoloop::tls::{self, TlsClient};
-use protoloop::{CloseReason, ConnectOptions, EventLoop, Protocol, ServerOptions, Transport};
+use protoloop::{CloseReason, ConnectOptions, EventLoop, Protocol, Transport};
 
 use super::support::*;
 
@@ -62,14 +62,7 @@ fn abort_refuses_writes_and_stops_callbacks_at_once() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let server = h
-        .create_server(
-            || SayAndClose(b"hello"),
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = tls_server(&h, &pki, || SayAndClose(b"hello"));
     let order = Rc::new(RefCell::new(Vec::new()));
     let o = order.clone();
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
@@ -129,14 +122,7 @@ fn reading_paused_during_start_tls_handshake_pauses_the_socket_after_it() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let server = h
-        .create_server(
-            || Flood(TOTAL),
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = tls_server(&h, &pki, || Flood(TOTAL));
     let client = TlsClient::new(pki.client(), localhost());
     lp.run_until_complete(async move {
         let (plain, proto) = h

@@ -20,17 +20,10 @@ fn a_peer_that_ignores_close_notify_is_aborted_after_the_shutdown_timeout() {
     let s2 = slog.clone();
     // The server's protocol keeps its side open on EOF and never closes,
     // so its TLS layer never answers our close_notify.
-    let server = h
-        .create_server(
-            move || Peer {
-                keep_open_on_eof: true,
-                ..Peer::echo(&s2)
-            },
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (_server, addr) = tls_server(&h, &pki, move || Peer {
+        keep_open_on_eof: true,
+        ..Peer::echo(&s2)
+    });
     let client =
         TlsClient::new(pki.client(), localhost()).shutdown_timeout(Duration::from_millis(300));
     let clog = Shared::default();
@@ -107,18 +100,11 @@ fn half_close_sends_close_notify_and_keeps_reading() {
     let h = lp.handle();
     let slog = Shared::default();
     let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || ReplyOnEof {
-                t: None,
-                got: Vec::new(),
-                log: s2.clone(),
-            },
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (_server, addr) = tls_server(&h, &pki, move || ReplyOnEof {
+        t: None,
+        got: Vec::new(),
+        log: s2.clone(),
+    });
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
     let clog = Shared::default();
     let c2 = clog.clone();
@@ -347,17 +333,10 @@ fn the_default_timeouts_are_60_s_for_handshakes_and_30_s_for_shutdowns() {
     h.set_auto_advance_after(Duration::from_millis(100));
     let slog = Shared::default();
     let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer {
-                keep_open_on_eof: true,
-                ..Peer::echo(&s2)
-            },
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (server, addr) = tls_server(&h, &pki, move || Peer {
+        keep_open_on_eof: true,
+        ..Peer::echo(&s2)
+    });
     let client = pki.client();
     lp.run_until_complete(async move {
         // A silent client: the server drops it after 60 s.
@@ -444,14 +423,7 @@ fn pause_reading_holds_decrypted_data_and_eof_until_resumed() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let server = h
-        .create_server(
-            || Sender(300_000),
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (_server, addr) = tls_server(&h, &pki, || Sender(300_000));
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
     let clog = Shared::default();
     let c2 = clog.clone();
@@ -503,14 +475,7 @@ fn a_panicking_protocol_aborts_only_its_connection() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     h.set_exception_handler(|_| {});
-    let server = h
-        .create_server(
-            || Fragile(None),
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (_server, addr) = tls_server(&h, &pki, || Fragile(None));
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
     lp.run_until_complete(async move {
         let (l1, l2) = (Shared::default(), Shared::default());
@@ -594,17 +559,10 @@ fn close_with_deadline_resets_a_peer_that_never_answers() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let server = h
-        .create_server(
-            || Peer {
-                keep_open_on_eof: true,
-                ..Peer::new(&Shared::default())
-            },
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (_server, addr) = tls_server(&h, &pki, || Peer {
+        keep_open_on_eof: true,
+        ..Peer::new(&Shared::default())
+    });
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
     let clog = Shared::default();
     let c2 = clog.clone();

@@ -1,10 +1,7 @@
 //! Serving TLS: `Server::close_clients` closes through the TLS layer
 //! (close_notify, not a bare FIN), and TLS over Unix sockets.
 
-use protoloop::{
-    CloseReason, ConnectOptions, Error, EventLoop, ServerOptions, UnixAddr, UnixConnectOptions,
-    UnixServerOptions,
-};
+use protoloop::{CloseReason, ConnectOptions, Error, EventLoop, UnixAddr, UnixConnectOptions};
 use rustls::CertificateError;
 
 use super::support::*;
@@ -14,16 +11,8 @@ fn close_clients_sends_close_notify_after_what_was_written() {
     let pki = pki();
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_server(
-            move || Peer::echo(&s2),
-            "127.0.0.1:0",
-            ServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
+    let (slog, echo) = echo_peers();
+    let (server, addr) = tls_server(&h, &pki, echo);
     let clog = Shared::default();
     let c2 = clog.clone();
     let opts = ConnectOptions::default().tls(pki.client(), localhost());
@@ -75,15 +64,8 @@ fn tls_echo_over_a_unix_socket() {
     let path = dir.join("tls.sock");
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_unix_server(
-            move || Peer::echo(&s2),
-            &path,
-            UnixServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
+    let (slog, echo) = echo_peers();
+    let server = unix_tls_server(&h, &pki, &path, echo);
     let clog = Shared::default();
     let c2 = clog.clone();
     let opts = UnixConnectOptions::default().tls(pki.client(), localhost());
@@ -135,15 +117,8 @@ fn unix_tls_handshake_failure_is_a_typed_error_and_the_server_goes_on() {
     let name = UnixAddr::abstract_name(format!("protoloop-tls-fail-{}", std::process::id()));
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_unix_server(
-            move || Peer::echo(&s2),
-            name.clone(),
-            UnixServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
+    let (slog, echo) = echo_peers();
+    let server = unix_tls_server(&h, &pki, name.clone(), echo);
     // Trusts a CA that did not issue the server's certificate.
     let bad = UnixConnectOptions::default().tls(super::support::pki().client(), localhost());
     let good = UnixConnectOptions::default().tls(pki.client(), localhost());
@@ -186,15 +161,8 @@ fn plain_unix_connection_to_a_unix_tls_server_gets_an_alert_not_data() {
     let name = UnixAddr::abstract_name(format!("protoloop-tls-plain-{}", std::process::id()));
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let slog = Shared::default();
-    let s2 = slog.clone();
-    let server = h
-        .create_unix_server(
-            move || Peer::echo(&s2),
-            name.clone(),
-            UnixServerOptions::default().tls(pki.server()),
-        )
-        .unwrap();
+    let (slog, echo) = echo_peers();
+    let server = unix_tls_server(&h, &pki, name.clone(), echo);
     let glog = Shared::default();
     let g2 = glog.clone();
     lp.run_until_complete(async move {

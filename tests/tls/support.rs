@@ -1,16 +1,19 @@
-//! Shared pieces of the TLS tests: certificates made at test time, a
-//! recording protocol, bounded waits.
+//! Shared pieces of the TLS tests: certificates made at test time, TLS
+//! servers on them, a recording protocol, bounded waits.
 
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use protoloop::tls::{self, TlsInfo};
-use protoloop::{CloseReason, Handle, Protocol, Transport};
+use protoloop::{
+    CloseReason, Handle, Protocol, Server, ServerOptions, Transport, UnixAddr, UnixServerOptions,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// A CA, a server certificate for "localhost" and 127.0.0.1, and a
@@ -86,6 +89,46 @@ impl Pki {
 
 pub fn localhost() -> ServerName<'static> {
     ServerName::try_from("localhost").unwrap()
+}
+
+/// A TLS server with `pki`'s certificate on a free loopback port, running
+/// a protocol from `factory` on each connection; and its address.
+pub fn tls_server<P, F>(h: &Handle, pki: &Pki, factory: F) -> (Server, SocketAddr)
+where
+    P: Protocol,
+    F: Fn() -> P + 'static,
+{
+    let server = h
+        .create_server(
+            factory,
+            "127.0.0.1:0",
+            ServerOptions::default().tls(pki.server()),
+        )
+        .unwrap();
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// [`tls_server`] on the Unix socket `addr` (a path or an abstract name).
+pub fn unix_tls_server<P, F>(h: &Handle, pki: &Pki, addr: impl Into<UnixAddr>, factory: F) -> Server
+where
+    P: Protocol,
+    F: Fn() -> P + 'static,
+{
+    h.create_unix_server(
+        factory,
+        addr,
+        UnixServerOptions::default().tls(pki.server()),
+    )
+    .unwrap()
+}
+
+/// A factory of echoing [`Peer`]s for a server, and the log they all
+/// record into.
+pub fn echo_peers() -> (Shared, impl Fn() -> Peer + 'static) {
+    let log = Shared::default();
+    let l2 = log.clone();
+    (log, move || Peer::echo(&l2))
 }
 
 /// What a [`Peer`] saw.
