@@ -15,11 +15,16 @@
 //! - A panic is caught and reported (`ExceptionKind::ProtocolPanic`), and
 //!   a slow callback is reported in debug mode, as for every loop
 //!   callback (see `Handle::guard_with`).
+//! - A write queue's flow change ([`schedule_flow`]) reaches the protocol
+//!   on the loop, never from inside the transport method that caused it.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
+use super::buffer::Flow;
 use crate::event_loop::{ExceptionKind, Handle};
+use crate::protocol::{DatagramProtocol, Protocol};
 
 /// Why a protocol call did not run to completion.
 #[derive(Debug)]
@@ -48,6 +53,56 @@ pub(crate) fn call_protocol<P: ?Sized, R>(
     let r = handle.guard_with(ExceptionKind::ProtocolPanic, describe, || f(&mut *p));
     drop(p);
     r.map_err(NotCalled::Panicked)
+}
+
+/// The protocols a write queue's flow changes are told to: stream and
+/// datagram protocols both have `pause_writing` and `resume_writing`.
+pub(crate) trait WriteFlow {
+    fn pause_writing(&mut self);
+    fn resume_writing(&mut self);
+}
+
+impl WriteFlow for dyn Protocol {
+    fn pause_writing(&mut self) {
+        Protocol::pause_writing(self)
+    }
+    fn resume_writing(&mut self) {
+        Protocol::resume_writing(self)
+    }
+}
+
+impl WriteFlow for dyn DatagramProtocol {
+    fn pause_writing(&mut self) {
+        DatagramProtocol::pause_writing(self)
+    }
+    fn resume_writing(&mut self) {
+        DatagramProtocol::resume_writing(self)
+    }
+}
+
+/// Schedule on the loop the `pause_writing` or `resume_writing` that a
+/// write queue's `flow` change calls for; nothing for `Flow::Same`. `me`
+/// gives the transport (asked for only when a call is due, so the common
+/// write costs no `Rc` clone); on the loop, `call(me, what, callback)`
+/// makes the call named `what`, after the transport's own check that it
+/// is not gone by then, with its own reaction to a panic (what it returns,
+/// whether the call completed, is not needed).
+#[inline]
+pub(crate) fn schedule_flow<T: ?Sized + 'static, P: WriteFlow + ?Sized + 'static>(
+    handle: &Handle,
+    flow: Flow,
+    me: impl FnOnce() -> Rc<T>,
+    call: impl FnOnce(&T, &'static str, fn(&mut P)) -> bool + 'static,
+) {
+    let (what, callback): (&'static str, fn(&mut P)) = match flow {
+        Flow::Same => return,
+        Flow::Pause => ("pause_writing", P::pause_writing),
+        Flow::Resume => ("resume_writing", P::resume_writing),
+    };
+    let me = me();
+    handle.call_soon(move || {
+        call(&me, what, callback);
+    });
 }
 
 #[cfg(test)]
@@ -121,5 +176,51 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].0, ExceptionKind::ProtocolPanic);
         assert_eq!(seen[0].1, "eof_received of x panicked: boom");
+    }
+
+    #[test]
+    fn a_flow_change_is_told_on_the_loop_and_same_is_told_nothing() {
+        struct Flows(Vec<&'static str>);
+        impl Protocol for Flows {
+            fn data_received(&mut self, _: &[u8]) {}
+            fn pause_writing(&mut self) {
+                self.0.push("paused");
+            }
+            fn resume_writing(&mut self) {
+                self.0.push("resumed");
+            }
+        }
+        let (lp, seen) = recording_loop();
+        let h = lp.handle();
+        let proto = Rc::new(RefCell::new(Flows(Vec::new())));
+        let names = Rc::new(RefCell::new(Vec::new()));
+        schedule_flow::<(), dyn Protocol>(
+            &h,
+            Flow::Same,
+            || unreachable!("no transport is needed for no change"),
+            |_, _, _| unreachable!("nothing is scheduled for no change"),
+        );
+        for flow in [Flow::Pause, Flow::Resume] {
+            let n = names.clone();
+            let dyn_proto: Rc<RefCell<dyn Protocol>> = proto.clone();
+            schedule_flow(
+                &h,
+                flow,
+                || dyn_proto,
+                move |p: &RefCell<dyn Protocol>, what, f| {
+                    n.borrow_mut().push(what);
+                    f(&mut *p.borrow_mut());
+                    true
+                },
+            );
+        }
+        assert!(
+            proto.borrow().0.is_empty(),
+            "not told from inside the caller"
+        );
+        lp.run_until_idle().unwrap();
+        assert_eq!(proto.borrow().0, ["paused", "resumed"]);
+        assert_eq!(*names.borrow(), ["pause_writing", "resume_writing"]);
+        assert!(seen.borrow().is_empty());
     }
 }

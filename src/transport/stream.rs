@@ -300,20 +300,12 @@ impl<S: StreamSocket> StreamTransport<S> {
     }
 
     fn schedule_flow(&self, flow: Flow) {
-        if flow == Flow::Same {
-            return;
-        }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            if me.st.borrow().lost {
-                return;
-            }
-            match flow {
-                Flow::Pause => me.call_protocol("pause_writing", |p| p.pause_writing()),
-                Flow::Resume => me.call_protocol("resume_writing", |p| p.resume_writing()),
-                Flow::Same => true,
-            };
-        });
+        invoke::schedule_flow(
+            &self.handle,
+            flow,
+            || self.rc(),
+            |me: &Self, what, f| !me.st.borrow().lost && me.call_protocol(what, f),
+        );
     }
 
     fn can_read(&self) -> bool {

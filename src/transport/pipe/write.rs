@@ -16,6 +16,7 @@ use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::reactor::{IoHandler, Ready, interrupted, would_block};
 use crate::time::TimerHandle;
 use crate::transport::buffer::{Flow, WriteBuffer};
+use crate::transport::invoke;
 use crate::transport::{SocketAddress, TransportImpl, TransportStats, closed};
 
 #[derive(Default)]
@@ -82,20 +83,12 @@ impl WritePipe {
     }
 
     fn schedule_flow(&self, flow: Flow) {
-        if flow == Flow::Same {
-            return;
-        }
-        let me = self.rc();
-        self.end.handle.call_soon(move || {
-            if me.st.borrow().lost {
-                return;
-            }
-            match flow {
-                Flow::Pause => me.call("pause_writing", |p| p.pause_writing()),
-                Flow::Resume => me.call("resume_writing", |p| p.resume_writing()),
-                Flow::Same => true,
-            };
-        });
+        invoke::schedule_flow(
+            &self.end.handle,
+            flow,
+            || self.rc(),
+            |me: &Self, what, f| !me.st.borrow().lost && me.call(what, f),
+        );
     }
 
     /// Write without blocking; `Ok(0)` when the pipe is full.
