@@ -18,10 +18,11 @@ use bytes::BytesMut;
 
 use super::{Chunker, EndOptions};
 use crate::error::{Error, Result};
-use crate::event_loop::{ExceptionKind, Handle};
+use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
 use crate::time::TimerHandle;
 use crate::transport::buffer::{Flow, WriteBuffer};
+use crate::transport::invoke::{self, NotCalled};
 use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats};
 
 mod read;
@@ -182,25 +183,10 @@ impl MemoryTransport {
         let Some(proto) = self.protocol.borrow().clone() else {
             return false;
         };
-        let Ok(mut p) = proto.try_borrow_mut() else {
-            self.handle.report(
-                ExceptionKind::Error,
-                format!(
-                    "{} skipped: the protocol is already borrowed",
-                    self.describe(what)
-                ),
-            );
-            return false;
-        };
-        let r = self.handle.guard_with(
-            ExceptionKind::ProtocolPanic,
-            &|| self.describe(what),
-            || f(&mut *p),
-        );
-        drop(p);
-        match r {
+        match invoke::call_protocol(&self.handle, &proto, &|| self.describe(what), f) {
             Ok(()) => true,
-            Err(msg) => {
+            Err(NotCalled::Borrowed) => false,
+            Err(NotCalled::Panicked(msg)) => {
                 self.finish(CloseReason::Panic(msg), true);
                 false
             }
@@ -208,7 +194,7 @@ impl MemoryTransport {
     }
 
     fn schedule_flow(&self, flow: Flow) {
-        crate::transport::invoke::schedule_flow(
+        invoke::schedule_flow(
             &self.handle,
             flow,
             || self.rc(),
