@@ -111,14 +111,7 @@ impl Handle {
         P: Protocol,
         F: FnOnce() -> P,
     {
-        let fd = pipe.into();
-        if self.is_closed() {
-            return Err(Error::LoopClosed);
-        }
-        let proto = Rc::new(RefCell::new(factory()));
-        let t = ReadPipe::open(self, fd, proto.clone())?;
-        t.start();
-        Ok((Transport::new(t), ProtocolHandle::new(proto)))
+        self.connect_pipe_end(factory, pipe.into(), ReadPipe::open)
     }
 
     /// Run a protocol made by `factory` on the write end of a pipe
@@ -149,16 +142,34 @@ impl Handle {
         P: Protocol,
         F: FnOnce() -> P,
     {
-        let fd = pipe.into();
+        self.connect_pipe_end(factory, pipe.into(), WritePipe::open)
+    }
+
+    /// Both `connect_*_pipe`: `open` makes the end's transport, which is
+    /// then started. `fd` is closed if the loop is closed.
+    fn connect_pipe_end<P, F, T>(
+        &self,
+        factory: F,
+        fd: OwnedFd,
+        open: OpenEnd<T>,
+    ) -> Result<(Transport, ProtocolHandle<P>)>
+    where
+        P: Protocol,
+        F: FnOnce() -> P,
+        T: PipeTransport,
+    {
         if self.is_closed() {
             return Err(Error::LoopClosed);
         }
         let proto = Rc::new(RefCell::new(factory()));
-        let t = WritePipe::open(self, fd, proto.clone())?;
+        let t = open(self, fd, proto.clone())?;
         t.start();
         Ok((Transport::new(t), ProtocolHandle::new(proto)))
     }
 }
+
+/// `ReadPipe::open` or `WritePipe::open`.
+type OpenEnd<T> = fn(&Handle, OwnedFd, Rc<RefCell<dyn Protocol>>) -> Result<Rc<T>>;
 
 /// Register a pipe end with the reactor under a fresh token.
 fn register<S: Source>(
