@@ -208,3 +208,27 @@ pub(crate) fn would_block(err: &io::Error) -> bool {
 pub(crate) fn interrupted(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Interrupted
 }
+
+/// One non-blocking write of `bufs`: `one` for a single buffer (a plain
+/// `write`, cheaper than `writev`), `many` otherwise; retried on
+/// `Interrupted`, and `Ok(0)` when the kernel takes nothing (would block).
+/// Always inlined: the stream transport's every reply goes through it.
+#[inline(always)]
+pub(crate) fn write_nonblocking(
+    bufs: &[io::IoSlice<'_>],
+    mut one: impl FnMut(&[u8]) -> io::Result<usize>,
+    mut many: impl FnMut(&[io::IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    loop {
+        let r = if bufs.len() == 1 {
+            one(&bufs[0])
+        } else {
+            many(bufs)
+        };
+        match r {
+            Err(e) if interrupted(&e) => continue,
+            Err(e) if would_block(&e) => return Ok(0),
+            other => return other,
+        }
+    }
+}

@@ -38,7 +38,7 @@ use super::{SocketAddress, TransportImpl, TransportStats, closed};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
-use crate::reactor::{IoHandler, Ready, interrupted, would_block};
+use crate::reactor::{IoHandler, Ready, interrupted, would_block, write_nonblocking};
 use crate::time::TimerHandle;
 
 /// Reads in a row before yielding to the rest of the loop.
@@ -594,18 +594,11 @@ impl<S: StreamSocket> StreamTransport<S> {
         let Some(sock) = sock.as_ref() else {
             return Ok(0);
         };
-        loop {
-            let r = if bufs.len() == 1 {
-                sock.write_some(&bufs[0])
-            } else {
-                sock.write_vectored_some(bufs)
-            };
-            match r {
-                Err(e) if interrupted(&e) => continue,
-                Err(e) if would_block(&e) => return Ok(0),
-                other => return other,
-            }
-        }
+        write_nonblocking(
+            bufs,
+            |b| sock.write_some(b),
+            |b| sock.write_vectored_some(b),
+        )
     }
 
     fn write_owned(&self, data: bytes::Bytes) -> Result<()> {

@@ -13,7 +13,7 @@ use super::{PipeEnd, PipeTransport, open_end};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
-use crate::reactor::{IoHandler, Ready, interrupted, would_block};
+use crate::reactor::{IoHandler, Ready, write_nonblocking};
 use crate::time::TimerHandle;
 use crate::transport::buffer::{Flow, WriteBuffer};
 use crate::transport::invoke;
@@ -94,21 +94,14 @@ impl WritePipe {
     /// Write without blocking; `Ok(0)` when the pipe is full.
     fn pipe_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let pipe = self.end.pipe.borrow();
-        let Some(mut pipe) = pipe.as_ref() else {
+        let Some(pipe) = pipe.as_ref() else {
             return Ok(0);
         };
-        loop {
-            let r = if bufs.len() == 1 {
-                pipe.write(&bufs[0])
-            } else {
-                pipe.write_vectored(bufs)
-            };
-            match r {
-                Err(e) if interrupted(&e) => continue,
-                Err(e) if would_block(&e) => return Ok(0),
-                other => return other,
-            }
-        }
+        write_nonblocking(
+            bufs,
+            |b| (&*pipe).write(b),
+            |b| (&*pipe).write_vectored(b),
+        )
     }
 
     fn flush(self: &Rc<Self>) {
