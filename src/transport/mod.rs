@@ -35,6 +35,7 @@ pub(crate) mod invoke;
 pub mod pipe;
 pub(crate) mod server;
 pub(crate) mod stream;
+pub(crate) mod stream_state;
 pub mod subprocess;
 pub mod tcp;
 pub mod tls;

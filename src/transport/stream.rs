@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
-use super::buffer::{Flow, WriteBuffer};
+use super::buffer::Flow;
 use super::invoke::{self, NotCalled};
-use super::{SocketAddress, TransportImpl, TransportStats, closed};
+use super::stream_state::{CloseKind, StreamState};
+use super::{SocketAddress, TransportImpl, TransportStats};
 use crate::error::{Error, Result};
 use crate::event_loop::{ExceptionKind, Handle};
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
@@ -100,23 +101,10 @@ enum ReadOutcome {
     EmptyBuffer,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseKind {
-    Local,
-    PeerEof,
-}
-
 #[derive(Default)]
 struct State {
-    wbuf: WriteBuffer,
-    closing: Option<CloseKind>,
-    eof_pending: bool,
-    eof_written: bool,
-    eof_received: bool,
-    paused: bool,
-    lost: bool,
-    stats: TransportStats,
-    close_timer: Option<TimerHandle>,
+    /// What the in-memory transport shares (its lifetime's state machine).
+    core: StreamState,
     /// Boxed: most connections have no idle timeout, and each byte of
     /// `State` is paid by every idle connection.
     idle: Option<Box<Idle>>,
@@ -134,14 +122,14 @@ impl State {
     /// `n` bytes came in: count them; the connection is not idle.
     #[inline]
     fn received(&mut self, n: usize, handle: &Handle) {
-        self.stats.bytes_received += n as u64;
+        self.core.stats.bytes_received += n as u64;
         self.touch(handle);
     }
 
     /// `n` bytes went out: count them; the connection is not idle.
     #[inline]
     fn sent(&mut self, n: usize, handle: &Handle) {
-        self.stats.bytes_sent += n as u64;
+        self.core.stats.bytes_sent += n as u64;
         self.touch(handle);
     }
 
@@ -245,10 +233,10 @@ impl<S: StreamSocket> StreamTransport<S> {
     fn idle_check(self: &Rc<Self>) {
         let now = self.handle.time();
         let mut st = self.st.borrow_mut();
-        if st.lost {
+        if st.core.lost {
             return;
         }
-        let paused = st.paused;
+        let paused = st.core.paused;
         let Some(idle) = &mut st.idle else { return };
         idle.timer = None;
         if paused {
@@ -260,7 +248,7 @@ impl<S: StreamSocket> StreamTransport<S> {
             return self.arm_idle(due);
         }
         // Unsent data means the peer is not reading either: reset.
-        let abortive = !st.wbuf.is_empty();
+        let abortive = !st.core.wbuf.is_empty();
         drop(st);
         self.finish(CloseReason::Timeout(TimeoutKind::Idle), abortive);
     }
@@ -304,13 +292,12 @@ impl<S: StreamSocket> StreamTransport<S> {
             &self.handle,
             flow,
             || self.rc(),
-            |me: &Self, what, f| !me.st.borrow().lost && me.call_protocol(what, f),
+            |me: &Self, what, f| !me.st.borrow().core.lost && me.call_protocol(what, f),
         );
     }
 
     fn can_read(&self) -> bool {
-        let st = self.st.borrow();
-        !(st.lost || st.closing.is_some() || st.paused || st.eof_received)
+        self.st.borrow().core.can_read()
     }
 
     #[inline]
@@ -421,27 +408,19 @@ impl<S: StreamSocket> StreamTransport<S> {
     }
 
     fn eof(self: &Rc<Self>) {
-        self.st.borrow_mut().eof_received = true;
+        self.st.borrow_mut().core.eof_received = true;
         let mut keep_open = false;
         if !self.call_protocol("eof_received", |p| keep_open = p.eof_received()) {
             return;
         }
-        let eof_written = self.st.borrow().eof_written;
-        if !keep_open {
-            self.begin_close(CloseKind::PeerEof);
-        } else if eof_written {
-            self.begin_close(CloseKind::Local);
+        let close = self.st.borrow().core.close_after_eof(keep_open);
+        if let Some(kind) = close {
+            self.begin_close(kind);
         }
     }
 
     fn begin_close(self: &Rc<Self>, kind: CloseKind) {
-        let mut st = self.st.borrow_mut();
-        if st.lost || st.closing.is_some() {
-            return;
-        }
-        st.closing = Some(kind);
-        let empty = st.wbuf.is_empty();
-        drop(st);
+        let empty = self.st.borrow_mut().core.begin_close(kind);
         if empty {
             self.finish_graceful(kind);
         }
@@ -463,11 +442,7 @@ impl<S: StreamSocket> StreamTransport<S> {
             }
             let _ = s.shutdown_write();
         }
-        let reason = match kind {
-            CloseKind::Local => CloseReason::LocalClose,
-            CloseKind::PeerEof => CloseReason::PeerEof,
-        };
-        self.finish(reason, false);
+        self.finish(kind.reason(), false);
     }
 
     /// The connection is over: release the socket now and schedule
@@ -475,14 +450,8 @@ impl<S: StreamSocket> StreamTransport<S> {
     pub(crate) fn finish(&self, reason: CloseReason, abortive: bool) {
         {
             let mut st = self.st.borrow_mut();
-            if st.lost {
+            if !st.core.set_lost() {
                 return;
-            }
-            st.lost = true;
-            st.closing.get_or_insert(CloseKind::Local);
-            st.wbuf.clear();
-            if let Some(t) = st.close_timer.take() {
-                t.cancel();
             }
             if let Some(t) = st.idle.as_mut().and_then(|i| i.timer.take()) {
                 t.cancel();
@@ -515,13 +484,13 @@ impl<S: StreamSocket> StreamTransport<S> {
         loop {
             let res = {
                 let st = self.st.borrow();
-                if st.wbuf.is_empty() || st.lost {
+                if st.core.wbuf.is_empty() || st.core.lost {
                     break;
                 }
                 let sock = self.sock.borrow();
                 let Some(sock) = sock.as_ref() else { break };
                 let mut slices = Vec::with_capacity(16);
-                st.wbuf.slices(&mut slices, 64);
+                st.core.wbuf.slices(&mut slices, 64);
                 sock.write_vectored_some(&slices)
             };
             match res {
@@ -529,7 +498,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                     let flow = {
                         let mut st = self.st.borrow_mut();
                         st.sent(n, &self.handle);
-                        st.wbuf.consume(n)
+                        st.core.wbuf.consume(n)
                     };
                     self.schedule_flow(flow);
                 }
@@ -546,17 +515,9 @@ impl<S: StreamSocket> StreamTransport<S> {
 
     /// The write buffer is empty: do what waited for it.
     fn after_drain(self: &Rc<Self>) {
-        let (eof_now, closing) = {
-            let mut st = self.st.borrow_mut();
-            if st.lost || !st.wbuf.is_empty() {
-                return;
-            }
-            let eof_now = st.eof_pending && !st.eof_written;
-            if eof_now {
-                st.eof_pending = false;
-                st.eof_written = true;
-            }
-            (eof_now, st.closing)
+        let drained = self.st.borrow_mut().core.drained();
+        let Some((eof_now, closing)) = drained else {
+            return;
         };
         if eof_now {
             if let Some(s) = self.sock.borrow().as_ref()
@@ -565,7 +526,7 @@ impl<S: StreamSocket> StreamTransport<S> {
                 self.finish(CloseReason::from_io(e), false);
                 return;
             }
-            if self.st.borrow().eof_received && closing.is_none() {
+            if self.st.borrow().core.eof_received && closing.is_none() {
                 self.begin_close(CloseKind::Local);
                 return;
             }
@@ -573,16 +534,6 @@ impl<S: StreamSocket> StreamTransport<S> {
         if let Some(kind) = closing {
             self.finish_graceful(kind);
         }
-    }
-
-    fn check_writable(&self, st: &State) -> Result<()> {
-        if st.lost || st.closing.is_some() {
-            return closed();
-        }
-        if st.eof_pending || st.eof_written {
-            return Err(Error::EofWritten);
-        }
-        Ok(())
     }
 
     /// Write straight to the socket if nothing is queued; returns how much
@@ -603,12 +554,12 @@ impl<S: StreamSocket> StreamTransport<S> {
 
     fn write_owned(&self, data: bytes::Bytes) -> Result<()> {
         let mut st = self.st.borrow_mut();
-        self.check_writable(&st)?;
+        st.core.check_writable()?;
         if data.is_empty() {
             return Ok(());
         }
-        if !st.wbuf.is_empty() {
-            let flow = st.wbuf.push_bytes(data);
+        if !st.core.wbuf.is_empty() {
+            let flow = st.core.wbuf.push_bytes(data);
             drop(st);
             self.schedule_flow(flow);
             return Ok(());
@@ -625,12 +576,12 @@ impl<S: StreamSocket> StreamTransport<S> {
     fn write_chunks(&self, chunks: &[&[u8]]) -> Result<()> {
         let total: usize = chunks.iter().map(|c| c.len()).sum();
         let mut st = self.st.borrow_mut();
-        self.check_writable(&st)?;
+        st.core.check_writable()?;
         if total == 0 {
             return Ok(());
         }
         let mut sent = 0;
-        if st.wbuf.is_empty() {
+        if st.core.wbuf.is_empty() {
             // The common single write must not allocate (a `vec!` here was
             // a tenth of the echo server's user time).
             let one;
@@ -663,7 +614,7 @@ impl<S: StreamSocket> StreamTransport<S> {
         if sent == total {
             return Ok(());
         }
-        let flow = st.wbuf.push_unsent(chunks, sent);
+        let flow = st.core.wbuf.push_unsent(chunks, sent);
         drop(st);
         self.schedule_flow(flow);
         if sent > 0 {
@@ -681,7 +632,7 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
     fn ready(self: Rc<Self>, ready: Ready) {
         let (lost, pending) = {
             let st = self.st.borrow();
-            (st.lost, !st.wbuf.is_empty())
+            (st.core.lost, !st.core.wbuf.is_empty())
         };
         if lost {
             return;
@@ -701,10 +652,10 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
         // which usually holds this transport's handle.
         let timer = {
             let mut st = self.st.borrow_mut();
-            st.lost = true;
-            st.closing.get_or_insert(CloseKind::Local);
-            st.wbuf.clear();
-            st.close_timer.take()
+            st.core.lost = true;
+            st.core.closing.get_or_insert(CloseKind::Local);
+            st.core.wbuf.clear();
+            st.core.close_timer.take()
         };
         drop(timer);
         self.token.take();
@@ -731,29 +682,15 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     }
 
     fn write_eof(&self) -> Result<()> {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.lost || st.closing.is_some() {
-                return closed();
-            }
-            if st.eof_pending || st.eof_written {
-                return Ok(());
-            }
-            st.eof_pending = true;
-        }
+        let now = self.st.borrow_mut().core.request_eof()?;
         let me = self.rc();
-        if me.st.borrow().wbuf.is_empty() {
+        if now {
             // Shut the write side now, but let any resulting close happen
             // on the loop, not inside this call.
             if let Some(s) = me.sock.borrow().as_ref() {
                 let _ = s.shutdown_write();
             }
-            let both = {
-                let mut st = me.st.borrow_mut();
-                st.eof_pending = false;
-                st.eof_written = true;
-                st.eof_received
-            };
+            let both = me.st.borrow_mut().core.eof_sent();
             if both {
                 let h = me.handle.clone();
                 h.call_soon(move || me.begin_close(CloseKind::Local));
@@ -774,12 +711,12 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
         let me = self.rc();
         me.begin_close(CloseKind::Local);
         let mut st = me.st.borrow_mut();
-        if st.lost || st.close_timer.is_some() {
+        if st.core.lost || st.core.close_timer.is_some() {
             return;
         }
         let m = me.clone();
-        st.close_timer = Some(me.handle.call_later(deadline, move || {
-            m.st.borrow_mut().close_timer = None;
+        st.core.close_timer = Some(me.handle.call_later(deadline, move || {
+            m.st.borrow_mut().core.close_timer = None;
             m.finish(CloseReason::Timeout(TimeoutKind::Close), true);
         }));
     }
@@ -789,16 +726,15 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     }
 
     fn is_closing(&self) -> bool {
-        let st = self.st.borrow();
-        st.lost || st.closing.is_some()
+        self.st.borrow().core.is_closing()
     }
 
     fn pause_reading(&self) {
-        self.st.borrow_mut().paused = true;
+        self.st.borrow_mut().core.paused = true;
     }
 
     fn resume_reading(&self) {
-        let was = std::mem::replace(&mut self.st.borrow_mut().paused, false);
+        let was = std::mem::replace(&mut self.st.borrow_mut().core.paused, false);
         if was && self.can_read() {
             // An edge may have come and gone while paused.
             let me = self.rc();
@@ -811,16 +747,16 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
-        let flow = self.st.borrow_mut().wbuf.set_limits(high, low);
+        let flow = self.st.borrow_mut().core.wbuf.set_limits(high, low);
         self.schedule_flow(flow);
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.st.borrow().wbuf.limits()
+        self.st.borrow().core.wbuf.limits()
     }
 
     fn get_write_buffer_size(&self) -> usize {
-        self.st.borrow().wbuf.len()
+        self.st.borrow().core.wbuf.len()
     }
 
     fn peer_addr(&self) -> Option<SocketAddress> {
@@ -832,11 +768,11 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     }
 
     fn stats(&self) -> TransportStats {
-        self.st.borrow().stats
+        self.st.borrow().core.stats
     }
 
     fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
-        if !self.st.borrow().lost || self.protocol.borrow().is_some() {
+        if !self.st.borrow().core.lost || self.protocol.borrow().is_some() {
             *self.protocol.borrow_mut() = Some(protocol);
         }
     }

@@ -97,11 +97,7 @@ impl WritePipe {
         let Some(pipe) = pipe.as_ref() else {
             return Ok(0);
         };
-        write_nonblocking(
-            bufs,
-            |b| (&*pipe).write(b),
-            |b| (&*pipe).write_vectored(b),
-        )
+        write_nonblocking(bufs, |b| (&*pipe).write(b), |b| (&*pipe).write_vectored(b))
     }
 
     fn flush(self: &Rc<Self>) {

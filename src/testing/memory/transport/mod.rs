@@ -17,12 +17,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::{Chunker, EndOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol, TimeoutKind};
-use crate::time::TimerHandle;
-use crate::transport::buffer::{Flow, WriteBuffer};
+use crate::transport::buffer::Flow;
 use crate::transport::invoke::{self, NotCalled};
+use crate::transport::stream_state::{CloseKind, StreamState};
 use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats};
 
 mod read;
@@ -34,30 +34,17 @@ const CHUNKS_PER_TURN: usize = 16;
 /// A kernel write without a `max_write` limit copies at most this much.
 const KERNEL_WRITE: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseKind {
-    Local,
-    PeerEof,
-}
-
 struct State {
-    wbuf: WriteBuffer,
+    /// The socket transport's lifetime state machine, shared.
+    core: StreamState,
     /// Arrived from the peer, not yet handed to the protocol.
     rx: BytesMut,
     /// The peer's FIN waits behind `rx`.
     rx_eof: bool,
     /// A reset waits behind `rx`; writes fail from now on.
     rx_reset: bool,
-    closing: Option<CloseKind>,
-    eof_pending: bool,
-    eof_written: bool,
-    eof_received: bool,
-    paused: bool,
-    lost: bool,
     deliver_scheduled: bool,
     flush_scheduled: bool,
-    stats: TransportStats,
-    close_timer: Option<TimerHandle>,
     chunker: Chunker,
     max_write: Option<usize>,
     capacity: usize,
@@ -88,20 +75,12 @@ impl MemoryTransport {
             peer: RefCell::new(Weak::new()),
             protocol: RefCell::new(Some(protocol)),
             st: RefCell::new(State {
-                wbuf: WriteBuffer::default(),
+                core: StreamState::default(),
                 rx: BytesMut::new(),
                 rx_eof: false,
                 rx_reset: false,
-                closing: None,
-                eof_pending: false,
-                eof_written: false,
-                eof_received: false,
-                paused: false,
-                lost: false,
                 deliver_scheduled: false,
                 flush_scheduled: false,
-                stats: TransportStats::default(),
-                close_timer: None,
                 chunker: Chunker::new(opts.chunking.clone()),
                 max_write: opts.max_write,
                 capacity: opts.capacity,
@@ -168,7 +147,7 @@ impl MemoryTransport {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.st.borrow().lost
+        self.st.borrow().core.lost
     }
 
     // ----- protocol calls -----
@@ -198,21 +177,14 @@ impl MemoryTransport {
             &self.handle,
             flow,
             || self.rc(),
-            |me: &Self, what, f| !me.st.borrow().lost && me.call_protocol(what, f),
+            |me: &Self, what, f| !me.st.borrow().core.lost && me.call_protocol(what, f),
         );
     }
 
     // ----- closing -----
 
     fn begin_close(self: &Rc<Self>, kind: CloseKind) {
-        let empty = {
-            let mut st = self.st.borrow_mut();
-            if st.lost || st.closing.is_some() {
-                return;
-            }
-            st.closing = Some(kind);
-            st.wbuf.is_empty()
-        };
+        let empty = self.st.borrow_mut().core.begin_close(kind);
         if empty {
             self.finish_graceful(kind);
         }
@@ -225,11 +197,7 @@ impl MemoryTransport {
         if let Some(p) = self.peer() {
             p.receive_eof();
         }
-        let reason = match kind {
-            CloseKind::Local => CloseReason::LocalClose,
-            CloseKind::PeerEof => CloseReason::PeerEof,
-        };
-        self.finish(reason, false);
+        self.finish(kind.reason(), false);
     }
 
     /// The connection is over for this end: schedule
@@ -238,16 +206,10 @@ impl MemoryTransport {
     fn finish(&self, reason: CloseReason, abortive: bool) {
         {
             let mut st = self.st.borrow_mut();
-            if st.lost {
+            if !st.core.set_lost() {
                 return;
             }
-            st.lost = true;
-            st.closing.get_or_insert(CloseKind::Local);
-            st.wbuf.clear();
             st.rx.clear();
-            if let Some(t) = st.close_timer.take() {
-                t.cancel();
-            }
         }
         if let Some(p) = self.peer() {
             if abortive {
@@ -277,23 +239,9 @@ impl TransportImpl for MemoryTransport {
     }
 
     fn write_eof(&self) -> Result<()> {
-        {
-            let mut st = self.st.borrow_mut();
-            if st.lost || st.closing.is_some() {
-                return Err(Error::Closed);
-            }
-            if st.eof_pending || st.eof_written {
-                return Ok(());
-            }
-            st.eof_pending = true;
-        }
-        if self.st.borrow().wbuf.is_empty() {
-            let both = {
-                let mut st = self.st.borrow_mut();
-                st.eof_pending = false;
-                st.eof_written = true;
-                st.eof_received
-            };
+        let now = self.st.borrow_mut().core.request_eof()?;
+        if now {
+            let both = self.st.borrow_mut().core.eof_sent();
             if let Some(p) = self.peer() {
                 p.receive_eof();
             }
@@ -318,12 +266,12 @@ impl TransportImpl for MemoryTransport {
         let me = self.rc();
         me.begin_close(CloseKind::Local);
         let mut st = me.st.borrow_mut();
-        if st.lost || st.close_timer.is_some() {
+        if st.core.lost || st.core.close_timer.is_some() {
             return;
         }
         let m = me.clone();
-        st.close_timer = Some(me.handle.call_later(deadline, move || {
-            m.st.borrow_mut().close_timer = None;
+        st.core.close_timer = Some(me.handle.call_later(deadline, move || {
+            m.st.borrow_mut().core.close_timer = None;
             m.finish(CloseReason::Timeout(TimeoutKind::Close), true);
         }));
     }
@@ -333,19 +281,18 @@ impl TransportImpl for MemoryTransport {
     }
 
     fn is_closing(&self) -> bool {
-        let st = self.st.borrow();
-        st.lost || st.closing.is_some()
+        self.st.borrow().core.is_closing()
     }
 
     fn pause_reading(&self) {
-        self.st.borrow_mut().paused = true;
+        self.st.borrow_mut().core.paused = true;
     }
 
     fn resume_reading(&self) {
         let pending = {
             let mut st = self.st.borrow_mut();
-            let was = std::mem::replace(&mut st.paused, false);
-            was && Self::can_read(&st) && (!st.rx.is_empty() || st.rx_eof || st.rx_reset)
+            let was = std::mem::replace(&mut st.core.paused, false);
+            was && st.core.can_read() && (!st.rx.is_empty() || st.rx_eof || st.rx_reset)
         };
         if pending {
             self.schedule_deliver();
@@ -353,20 +300,20 @@ impl TransportImpl for MemoryTransport {
     }
 
     fn is_reading(&self) -> bool {
-        Self::can_read(&self.st.borrow())
+        self.st.borrow().core.can_read()
     }
 
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
-        let flow = self.st.borrow_mut().wbuf.set_limits(high, low);
+        let flow = self.st.borrow_mut().core.wbuf.set_limits(high, low);
         self.schedule_flow(flow);
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        self.st.borrow().wbuf.limits()
+        self.st.borrow().core.wbuf.limits()
     }
 
     fn get_write_buffer_size(&self) -> usize {
-        self.st.borrow().wbuf.len()
+        self.st.borrow().core.wbuf.len()
     }
 
     fn peer_addr(&self) -> Option<SocketAddress> {
@@ -378,11 +325,11 @@ impl TransportImpl for MemoryTransport {
     }
 
     fn stats(&self) -> TransportStats {
-        self.st.borrow().stats
+        self.st.borrow().core.stats
     }
 
     fn set_protocol(&self, protocol: Rc<RefCell<dyn Protocol>>) {
-        if !self.st.borrow().lost || self.protocol.borrow().is_some() {
+        if !self.st.borrow().core.lost || self.protocol.borrow().is_some() {
             *self.protocol.borrow_mut() = Some(protocol);
         }
     }

@@ -7,19 +7,15 @@ use std::sync::Arc;
 
 use bytes::Buf;
 
-use super::{CHUNKS_PER_TURN, CloseKind, MemoryTransport, State};
+use super::{CHUNKS_PER_TURN, MemoryTransport};
 use crate::event_loop::ExceptionKind;
 use crate::protocol::CloseReason;
 
 impl MemoryTransport {
-    pub(super) fn can_read(st: &State) -> bool {
-        !(st.lost || st.closing.is_some() || st.paused || st.eof_received)
-    }
-
     pub(super) fn schedule_deliver(&self) {
         {
             let mut st = self.st.borrow_mut();
-            if st.deliver_scheduled || st.lost {
+            if st.deliver_scheduled || st.core.lost {
                 return;
             }
             st.deliver_scheduled = true;
@@ -32,11 +28,11 @@ impl MemoryTransport {
     pub(super) fn receive_reset(&self) {
         let flush = {
             let mut st = self.st.borrow_mut();
-            if st.lost {
+            if st.core.lost {
                 return;
             }
             st.rx_reset = true;
-            !st.wbuf.is_empty()
+            !st.core.wbuf.is_empty()
         };
         self.schedule_deliver();
         if flush {
@@ -50,7 +46,7 @@ impl MemoryTransport {
     pub(super) fn receive_eof(&self) {
         {
             let mut st = self.st.borrow_mut();
-            if st.lost {
+            if st.core.lost {
                 return;
             }
             st.rx_eof = true;
@@ -68,7 +64,7 @@ impl MemoryTransport {
         for _ in 0..CHUNKS_PER_TURN {
             let step = {
                 let mut st = self.st.borrow_mut();
-                if !Self::can_read(&st) {
+                if !st.core.can_read() {
                     return; // resume_reading schedules us again
                 }
                 if !st.rx.is_empty() {
@@ -145,7 +141,7 @@ impl MemoryTransport {
         {
             let mut st = self.st.borrow_mut();
             st.rx.advance(n);
-            st.stats.bytes_received += n as u64;
+            st.core.stats.bytes_received += n as u64;
         }
         // Room in our queue: the peer may flush more.
         if let Some(p) = self.peer() {
@@ -158,16 +154,14 @@ impl MemoryTransport {
     }
 
     pub(super) fn eof(self: &Rc<Self>) {
-        self.st.borrow_mut().eof_received = true;
+        self.st.borrow_mut().core.eof_received = true;
         let mut keep_open = false;
         if !self.call_protocol("eof_received", |p| keep_open = p.eof_received()) {
             return;
         }
-        let eof_written = self.st.borrow().eof_written;
-        if !keep_open {
-            self.begin_close(CloseKind::PeerEof);
-        } else if eof_written {
-            self.begin_close(CloseKind::Local);
+        let close = self.st.borrow().core.close_after_eof(keep_open);
+        if let Some(kind) = close {
+            self.begin_close(kind);
         }
     }
 }

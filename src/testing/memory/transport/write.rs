@@ -4,7 +4,7 @@
 use std::io;
 use std::rc::Rc;
 
-use super::{CloseKind, KERNEL_WRITE, MemoryTransport, State};
+use super::{CloseKind, KERNEL_WRITE, MemoryTransport};
 use crate::error::{Error, Result};
 use crate::protocol::CloseReason;
 
@@ -22,7 +22,7 @@ impl MemoryTransport {
             }
             st.max_write.unwrap_or(usize::MAX).min(data.len())
         };
-        let peer = self.peer().filter(|p| !p.st.borrow().lost);
+        let peer = self.peer().filter(|p| !p.st.borrow().core.lost);
         let Some(peer) = peer else {
             // The peer's socket is closed: the bytes vanish and a reset
             // comes back, as TCP does.
@@ -48,7 +48,7 @@ impl MemoryTransport {
         match self.peer() {
             Some(p) => {
                 let pst = p.st.borrow();
-                if pst.lost {
+                if pst.core.lost {
                     usize::MAX
                 } else {
                     pst.capacity.saturating_sub(pst.rx.len())
@@ -61,7 +61,7 @@ impl MemoryTransport {
     pub(super) fn schedule_flush(&self) {
         {
             let mut st = self.st.borrow_mut();
-            if st.flush_scheduled || st.lost || st.wbuf.is_empty() {
+            if st.flush_scheduled || st.core.lost || st.core.wbuf.is_empty() {
                 return;
             }
             st.flush_scheduled = true;
@@ -75,19 +75,20 @@ impl MemoryTransport {
         loop {
             let chunk = {
                 let st = self.st.borrow();
-                if st.lost || st.wbuf.is_empty() {
+                if st.core.lost || st.core.wbuf.is_empty() {
                     break;
                 }
                 // Copy only what the peer can take now: with a small
                 // capacity a copy of the whole buffer per send would make
                 // flushing quadratic.
                 let want = st
+                    .core
                     .wbuf
                     .len()
                     .min(st.max_write.unwrap_or(KERNEL_WRITE))
                     .min(self.peer_room());
                 let mut slices = Vec::new();
-                st.wbuf.slices(&mut slices, 64);
+                st.core.wbuf.slices(&mut slices, 64);
                 let mut chunk = Vec::with_capacity(want);
                 for s in &slices {
                     let take = (want - chunk.len()).min(s.len());
@@ -103,8 +104,8 @@ impl MemoryTransport {
                 Ok(n) => {
                     let flow = {
                         let mut st = self.st.borrow_mut();
-                        st.stats.bytes_sent += n as u64;
-                        st.wbuf.consume(n)
+                        st.core.stats.bytes_sent += n as u64;
+                        st.core.wbuf.consume(n)
                     };
                     self.schedule_flow(flow);
                 }
@@ -119,23 +120,15 @@ impl MemoryTransport {
 
     /// The write buffer is empty: do what waited for it.
     pub(super) fn after_drain(self: &Rc<Self>) {
-        let (eof_now, closing) = {
-            let mut st = self.st.borrow_mut();
-            if st.lost || !st.wbuf.is_empty() {
-                return;
-            }
-            let eof_now = st.eof_pending && !st.eof_written;
-            if eof_now {
-                st.eof_pending = false;
-                st.eof_written = true;
-            }
-            (eof_now, st.closing)
+        let drained = self.st.borrow_mut().core.drained();
+        let Some((eof_now, closing)) = drained else {
+            return;
         };
         if eof_now {
             if let Some(p) = self.peer() {
                 p.receive_eof();
             }
-            if self.st.borrow().eof_received && closing.is_none() {
+            if self.st.borrow().core.eof_received && closing.is_none() {
                 self.begin_close(CloseKind::Local);
                 return;
             }
@@ -145,21 +138,11 @@ impl MemoryTransport {
         }
     }
 
-    pub(super) fn check_writable(st: &State) -> Result<()> {
-        if st.lost || st.closing.is_some() {
-            return Err(Error::Closed);
-        }
-        if st.eof_pending || st.eof_written {
-            return Err(Error::EofWritten);
-        }
-        Ok(())
-    }
-
     pub(super) fn write_all(&self, data: &[u8]) -> Result<()> {
         let buffered = {
             let st = self.st.borrow();
-            Self::check_writable(&st)?;
-            !st.wbuf.is_empty()
+            st.core.check_writable()?;
+            !st.core.wbuf.is_empty()
         };
         if data.is_empty() {
             return Ok(());
@@ -178,11 +161,11 @@ impl MemoryTransport {
         };
         let flow = {
             let mut st = self.st.borrow_mut();
-            st.stats.bytes_sent += sent as u64;
+            st.core.stats.bytes_sent += sent as u64;
             if sent == data.len() {
                 return Ok(());
             }
-            st.wbuf.push_slice(&data[sent..])
+            st.core.wbuf.push_slice(&data[sent..])
         };
         self.schedule_flow(flow);
         self.schedule_flush();
