@@ -194,7 +194,10 @@ fn exit_codes_are_reported() {
 fn a_signal_is_reported_as_the_signal() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    for (sig, how) in [(9, "kill"), (15, "terminate"), (2, "send_signal")] {
+    // SIGUSR1, not SIGINT, for `send_signal`: a child inherits an ignored
+    // SIGINT (any command started in the background by a shell has one),
+    // and then `sleep` would outlive the test.
+    for (sig, how) in [(9, "kill"), (15, "terminate"), (10, "send_signal")] {
         let (rec, log, ended) = Rec::new(&h);
         let (t, _) = h
             .subprocess_exec(move || rec, "sleep", ["30"], SubprocessOptions::default())
