@@ -5,9 +5,10 @@
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::rc::Rc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protoloop::{Error, EventLoop, Handle, Protocol, ServerOptions, Transport};
+use protoloop::{Error, EventLoop, Handle, Protocol, Server, ServerOptions, Transport};
 
 type Log = Rc<RefCell<Vec<(&'static str, Duration)>>>;
 
@@ -205,13 +206,15 @@ impl Protocol for Collect {
     }
 }
 
-#[test]
-fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
-    let lp = EventLoop::new_virtual().unwrap();
+/// The set-up of the two tests below: a server that collects what it
+/// reads, a timer 1 s (loop time) away whose firing sets the returned
+/// flag, and a thread that connects and writes "hello" 20 ms (real time)
+/// later. Runs the loop until the bytes are in and checks them; the
+/// thread hands back its stream so the connection outlives the checks.
+fn hello_from_a_thread_20ms_late(
+    lp: &EventLoop,
+) -> (Server, Rc<Cell<bool>>, JoinHandle<std::net::TcpStream>) {
     let h = lp.handle();
-    h.set_auto_advance(false);
-    assert!(!h.auto_advance());
-    let start = h.time();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     let server = h
@@ -234,6 +237,17 @@ fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
     lp.run_until(Duration::from_secs(20), || !got.borrow().is_empty())
         .unwrap();
     assert_eq!(&*got.borrow(), b"hello");
+    (server, fired, writer)
+}
+
+#[test]
+fn without_auto_advance_the_loop_waits_for_real_io_and_time_stands_still() {
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    h.set_auto_advance(false);
+    assert!(!h.auto_advance());
+    let start = h.time();
+    let (server, fired, writer) = hello_from_a_thread_20ms_late(&lp);
     assert!(
         !fired.get(),
         "the timer must wait for the test to move time"
@@ -251,28 +265,7 @@ fn an_auto_advance_threshold_lets_real_io_arrive_before_a_jump() {
     let h = lp.handle();
     h.set_auto_advance_after(Duration::from_millis(500));
     let start = h.time();
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let g = got.clone();
-    let server = h
-        .create_server(
-            move || Collect(g.clone()),
-            "127.0.0.1:0",
-            ServerOptions::default(),
-        )
-        .unwrap();
-    let addr = server.local_addrs()[0];
-    let fired = Rc::new(Cell::new(false));
-    let f = fired.clone();
-    h.call_later(Duration::from_secs(1), move || f.set(true));
-    let writer = std::thread::spawn(move || {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        s.write_all(b"hello").unwrap();
-        s
-    });
-    lp.run_until(Duration::from_secs(20), || !got.borrow().is_empty())
-        .unwrap();
-    assert_eq!(&*got.borrow(), b"hello");
+    let (server, fired, writer) = hello_from_a_thread_20ms_late(&lp);
     assert!(!fired.get(), "the bytes came within the threshold");
     assert_eq!(h.time(), start);
     // Nothing more in flight: after the threshold the clock jumps.
