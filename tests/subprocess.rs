@@ -2,6 +2,7 @@
 //! bounded by a deadline, every protocol under the lifecycle checker.
 
 use std::cell::RefCell;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::rc::Rc;
@@ -69,6 +70,34 @@ impl Rec {
         };
         (checked(rec), log, ended)
     }
+}
+
+/// A child started under a fresh [`Rec`]: its transport, the callback log,
+/// and the future `process_ended` resolves. (The protocol handle is
+/// dropped at once, as every test using these did.)
+type Recorded = (
+    SubprocessTransport,
+    Rc<RefCell<Vec<Ev>>>,
+    SettableFuture<ExitStatus>,
+);
+
+/// `sh -c command` under a fresh recorder.
+fn shell(h: &Handle, command: impl AsRef<OsStr>, opts: SubprocessOptions) -> Recorded {
+    let (rec, log, ended) = Rec::new(h);
+    let (t, _) = h.subprocess_shell(move || rec, command, opts).unwrap();
+    (t, log, ended)
+}
+
+/// `program args...` under a fresh recorder.
+fn exec<S: AsRef<OsStr>>(
+    h: &Handle,
+    program: &str,
+    args: impl IntoIterator<Item = S>,
+    opts: SubprocessOptions,
+) -> Recorded {
+    let (rec, log, ended) = Rec::new(h);
+    let (t, _) = h.subprocess_exec(move || rec, program, args, opts).unwrap();
+    (t, log, ended)
 }
 
 impl SubprocessProtocol for Rec {
@@ -174,14 +203,7 @@ fn exit_codes_are_reported() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     for code in [0, 1, 3, 42, 255] {
-        let (rec, log, ended) = Rec::new(&h);
-        let (t, _) = h
-            .subprocess_shell(
-                move || rec,
-                format!("exit {code}"),
-                SubprocessOptions::default(),
-            )
-            .unwrap();
+        let (t, log, ended) = shell(&h, format!("exit {code}"), SubprocessOptions::default());
         let st = run(&lp, DEADLINE, ended).unwrap();
         assert_eq!(st.code(), Some(code));
         assert_eq!(st.success(), code == 0);
@@ -198,10 +220,7 @@ fn a_signal_is_reported_as_the_signal() {
     // SIGINT (any command started in the background by a shell has one),
     // and then `sleep` would outlive the test.
     for (sig, how) in [(9, "kill"), (15, "terminate"), (10, "send_signal")] {
-        let (rec, log, ended) = Rec::new(&h);
-        let (t, _) = h
-            .subprocess_exec(move || rec, "sleep", ["30"], SubprocessOptions::default())
-            .unwrap();
+        let (t, log, ended) = exec(&h, "sleep", ["30"], SubprocessOptions::default());
         assert!(t.returncode().is_none());
         match how {
             "kill" => t.kill().unwrap(),
@@ -294,13 +313,11 @@ fn callback_order_with_output_on_both_pipes() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     for _ in 0..20 {
-        let (rec, log, ended) = Rec::new(&h);
-        h.subprocess_shell(
-            move || rec,
+        let (_, log, ended) = shell(
+            &h,
             "echo out; echo err >&2; echo more",
             SubprocessOptions::default(),
-        )
-        .unwrap();
+        );
         let st = run(&lp, DEADLINE, ended).unwrap();
         assert!(st.success());
         let log = log.borrow();
@@ -314,13 +331,11 @@ fn callback_order_with_output_on_both_pipes() {
 fn pipes_closed_before_the_exit_still_end_with_process_ended() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    h.subprocess_shell(
-        move || rec,
+    let (_, log, ended) = shell(
+        &h,
         "echo bye; exec <&- >&- 2>&-; sleep 0.2; exit 5",
         SubprocessOptions::default(),
-    )
-    .unwrap();
+    );
     let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(5));
     let log = log.borrow();
@@ -355,15 +370,12 @@ fn spawning_on_a_closed_loop_is_an_error() {
 fn closing_stdin_ends_cat() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_exec(
-            move || rec,
-            "cat",
-            std::iter::empty::<&str>(),
-            SubprocessOptions::default(),
-        )
-        .unwrap();
+    let (t, log, ended) = exec(
+        &h,
+        "cat",
+        std::iter::empty::<&str>(),
+        SubprocessOptions::default(),
+    );
     let stdin = t.get_pipe_transport(0).unwrap();
     stdin.write(b"abc").unwrap();
     let h2 = h.clone();
@@ -387,14 +399,11 @@ fn closing_stdin_ends_cat() {
 fn stderr_merged_into_stdout() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_shell(
-            move || rec,
-            "echo out; echo err >&2; echo end",
-            SubprocessOptions::default().stderr(Stdio::Stdout),
-        )
-        .unwrap();
+    let (t, log, ended) = shell(
+        &h,
+        "echo out; echo err >&2; echo end",
+        SubprocessOptions::default().stderr(Stdio::Stdout),
+    );
     assert!(t.get_pipe_transport(2).is_none());
     run(&lp, DEADLINE, ended).unwrap();
     let log = log.borrow();
@@ -455,10 +464,7 @@ fn a_panicking_protocol_kills_the_child_and_still_ends() {
 fn stdout_can_be_paused_through_its_pipe_transport() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_shell(move || rec, "echo hi", SubprocessOptions::default())
-        .unwrap();
+    let (t, log, ended) = shell(&h, "echo hi", SubprocessOptions::default());
     let out = t.get_pipe_transport(1).unwrap();
     out.pause_reading();
     assert!(!out.is_reading());
@@ -480,17 +486,14 @@ fn stdout_can_be_paused_through_its_pipe_transport() {
 fn inherit_child() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_shell(
-            move || rec,
-            "echo inherited-out; echo inherited-err >&2",
-            SubprocessOptions::default()
-                .stdin(Stdio::Null)
-                .stdout(Stdio::Inherit)
-                .stderr(Stdio::Inherit),
-        )
-        .unwrap();
+    let (t, log, ended) = shell(
+        &h,
+        "echo inherited-out; echo inherited-err >&2",
+        SubprocessOptions::default()
+            .stdin(Stdio::Null)
+            .stdout(Stdio::Inherit)
+            .stderr(Stdio::Inherit),
+    );
     assert!(t.get_pipe_transport(0).is_none());
     assert!(t.get_pipe_transport(1).is_none());
     assert!(t.get_pipe_transport(2).is_none());

@@ -23,16 +23,13 @@ fn child_gone_error(e: &Error) -> bool {
 fn a_child_killed_mid_write_with_unread_output() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
     // 60,000 bytes on stdout (under a pipe's 64 KiB, so it does not
     // block), then it sleeps without reading stdin.
-    let (t, _) = h
-        .subprocess_shell(
-            move || rec,
-            "head -c 60000 /dev/zero; echo wrote >&2; exec sleep 30",
-            SubprocessOptions::default(),
-        )
-        .unwrap();
+    let (t, log, ended) = shell(
+        &h,
+        "head -c 60000 /dev/zero; echo wrote >&2; exec sleep 30",
+        SubprocessOptions::default(),
+    );
     let stdout = t.get_pipe_transport(1).unwrap();
     stdout.pause_reading();
     let stdin = t.get_pipe_transport(0).unwrap();
@@ -94,16 +91,13 @@ fn a_child_killed_mid_write_with_unread_output() {
 fn a_child_that_exits_while_a_grandchild_holds_stdout() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
     // The background list gets /dev/null for stdin (sh without job
     // control), so only stdout and stderr are held after the exit.
-    let (t, _) = h
-        .subprocess_shell(
-            move || rec,
-            "echo before; (sleep 0.5; echo after) & exit 3",
-            SubprocessOptions::default(),
-        )
-        .unwrap();
+    let (t, log, ended) = shell(
+        &h,
+        "echo before; (sleep 0.5; echo after) & exit 3",
+        SubprocessOptions::default(),
+    );
     let stdin = t.get_pipe_transport(0).unwrap();
     let status = run(&lp, DEADLINE, t.wait()).unwrap();
     assert_eq!(status.code(), Some(3));

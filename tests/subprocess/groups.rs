@@ -175,10 +175,7 @@ fn a_group_signal_reaches_a_grandchild_and_the_pipes_close_at_once() {
 fn a_group_signal_to_a_child_in_the_parents_group_is_refused() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, _log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_exec(move || rec, "sleep", ["30"], SubprocessOptions::default())
-        .unwrap();
+    let (t, _log, ended) = exec(&h, "sleep", ["30"], SubprocessOptions::default());
     // Sending would reach this test process: it must not be sent.
     let e = t.send_signal_to_group(15).unwrap_err();
     assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
@@ -199,10 +196,7 @@ fn a_group_signal_to_a_child_in_the_parents_group_is_refused() {
 fn a_group_signal_after_the_child_was_reaped_is_refused() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, _log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_exec(move || rec, "true", [""; 0], quiet().process_group(0))
-        .unwrap();
+    let (t, _log, ended) = exec(&h, "true", [""; 0], quiet().process_group(0));
     let status = run(&lp, DEADLINE, ended).unwrap();
     assert!(status.success());
     let e = t.send_signal_to_group(15).unwrap_err();

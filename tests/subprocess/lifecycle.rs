@@ -52,15 +52,12 @@ fn dropping_a_kill_on_drop_transport_leaves_no_process() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     // The protocol keeps its own handle: that must not keep the child.
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_exec(
-            move || rec,
-            "sleep",
-            ["30"],
-            SubprocessOptions::default().kill_on_drop(true),
-        )
-        .unwrap();
+    let (t, log, ended) = exec(
+        &h,
+        "sleep",
+        ["30"],
+        SubprocessOptions::default().kill_on_drop(true),
+    );
     let pid = t.pid();
     assert!(!proc_gone(pid));
     drop(t);
@@ -72,10 +69,7 @@ fn dropping_a_kill_on_drop_transport_leaves_no_process() {
 
     // Without kill_on_drop, dropping the handle leaves the child running,
     // and it is still reaped when it exits.
-    let (rec, _log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_shell(move || rec, "sleep 0.2", SubprocessOptions::default())
-        .unwrap();
+    let (t, _log, ended) = shell(&h, "sleep 0.2", SubprocessOptions::default());
     let pid = t.pid();
     drop(t);
     let st = run(&lp, DEADLINE, ended).unwrap();
@@ -114,10 +108,7 @@ fn closing_the_loop_kills_and_reaps_a_kill_on_drop_child() {
 fn close_kills_a_running_child_and_still_ends() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    let (t, _) = h
-        .subprocess_exec(move || rec, "sleep", ["30"], SubprocessOptions::default())
-        .unwrap();
+    let (t, log, ended) = exec(&h, "sleep", ["30"], SubprocessOptions::default());
     assert!(!t.is_closing());
     t.close();
     assert!(t.is_closing());
@@ -132,13 +123,11 @@ fn close_kills_a_running_child_and_still_ends() {
 fn a_grandchild_holding_the_pipes_delays_process_ended() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    h.subprocess_shell(
-        move || rec,
+    let (_, log, ended) = shell(
+        &h,
         "(sleep 0.3; echo late) & exit 3",
         SubprocessOptions::default().stdin(Stdio::Null),
-    )
-    .unwrap();
+    );
     let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(3));
     let log = log.borrow();
@@ -163,13 +152,11 @@ fn a_grandchild_holding_the_pipes_delays_process_ended() {
 fn close_pipes_after_exit_bounds_the_wait_for_a_grandchild() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (rec, log, ended) = Rec::new(&h);
-    h.subprocess_shell(
-        move || rec,
+    let (_, log, ended) = shell(
+        &h,
         "sleep 30 & echo $!; exit 3",
         SubprocessOptions::default().close_pipes_after_exit(Duration::from_millis(200)),
-    )
-    .unwrap();
+    );
     let st = run(&lp, DEADLINE, ended).unwrap();
     assert_eq!(st.code(), Some(3));
     let log = log.borrow();
