@@ -150,6 +150,17 @@ fn data_of(log: &[Ev], fd: i32) -> Vec<u8> {
     v
 }
 
+/// Where `process_exited` and pipe `fd`'s `pipe_connection_lost` stand in
+/// `log` (each must be there), to check which came first.
+fn exited_and_lost(log: &[Ev], fd: i32) -> (usize, usize) {
+    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
+    let lost = log
+        .iter()
+        .position(|e| matches!(e, Ev::Lost(f, _) if *f == fd))
+        .unwrap();
+    (exited, lost)
+}
+
 /// The ordering contract, checked on any log.
 fn check_order(log: &[Ev], piped: &[i32]) {
     assert_eq!(
@@ -340,12 +351,8 @@ fn pipes_closed_before_the_exit_still_end_with_process_ended() {
     assert_eq!(st.code(), Some(5));
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
-    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
     for fd in 0..3 {
-        let lost = log
-            .iter()
-            .position(|e| matches!(e, Ev::Lost(f, _) if *f == fd))
-            .unwrap();
+        let (exited, lost) = exited_and_lost(&log, fd);
         assert!(lost < exited, "pipe {fd} closed before the exit: {log:?}");
     }
     assert_eq!(data_of(&log, 1), b"bye\n");

@@ -78,11 +78,7 @@ fn a_child_killed_mid_write_with_unread_output() {
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
     assert_eq!(data_of(&log, 1).len(), 60_000);
-    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
-    let lost1 = log
-        .iter()
-        .position(|e| matches!(e, Ev::Lost(1, _)))
-        .unwrap();
+    let (exited, lost1) = exited_and_lost(&log, 1);
     assert!(exited < lost1, "exit before stdout's end: {log:?}");
     assert!(proc_gone(t.pid()));
 }
@@ -146,11 +142,7 @@ fn a_child_that_exits_while_a_grandchild_holds_stdout() {
     let log = log.borrow();
     check_order(&log, &[0, 1, 2]);
     assert_eq!(data_of(&log, 1), b"before\nafter\n");
-    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
-    let lost1 = log
-        .iter()
-        .position(|e| matches!(e, Ev::Lost(1, _)))
-        .unwrap();
+    let (exited, lost1) = exited_and_lost(&log, 1);
     assert!(exited < lost1, "{log:?}");
     assert_eq!(h.stats().sources, 0, "every pipe and the pidfd are gone");
 }

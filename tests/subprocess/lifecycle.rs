@@ -132,11 +132,7 @@ fn a_grandchild_holding_the_pipes_delays_process_ended() {
     assert_eq!(st.code(), Some(3));
     let log = log.borrow();
     check_order(&log, &[1, 2]);
-    let exited = log.iter().position(|e| *e == Ev::Exited).unwrap();
-    let lost1 = log
-        .iter()
-        .position(|e| matches!(e, Ev::Lost(1, _)))
-        .unwrap();
+    let (exited, lost1) = exited_and_lost(&log, 1);
     assert!(
         exited < lost1,
         "the exit comes before the grandchild's EOF: {log:?}"
