@@ -253,14 +253,7 @@ fn a_signal_is_reported_as_the_signal() {
 fn bad_signal_number_is_an_error() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (t, _) = h
-        .subprocess_exec(
-            || Rec::new(&h).0,
-            "sleep",
-            ["30"],
-            SubprocessOptions::default(),
-        )
-        .unwrap();
+    let (t, _, _) = exec(&h, "sleep", ["30"], SubprocessOptions::default());
     let e = t.send_signal(12345).unwrap_err();
     assert_eq!(e.io_kind(), Some(std::io::ErrorKind::InvalidInput));
     assert!(e.to_string().contains("12345"), "{e}");

@@ -83,14 +83,12 @@ fn closing_the_loop_kills_and_reaps_a_kill_on_drop_child() {
     {
         let lp = EventLoop::new().unwrap();
         let h = lp.handle();
-        let (t, _) = h
-            .subprocess_exec(
-                || Rec::new(&h).0,
-                "sleep",
-                ["30"],
-                SubprocessOptions::default().kill_on_drop(true),
-            )
-            .unwrap();
+        let (t, _, _) = exec(
+            &h,
+            "sleep",
+            ["30"],
+            SubprocessOptions::default().kill_on_drop(true),
+        );
         pid = t.pid();
         drop(t);
         lp.close().unwrap();
