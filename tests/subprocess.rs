@@ -197,6 +197,12 @@ fn check_order(log: &[Ev], piped: &[i32]) {
     );
 }
 
+/// Run the loop for `d` (output and pipe events get in).
+fn settle(lp: &EventLoop, d: Duration) {
+    let h = lp.handle();
+    run(lp, DEADLINE, async move { h.sleep(d).await });
+}
+
 fn proc_gone(pid: u32) -> bool {
     // After reaping, the pid no longer exists (not even as a zombie).
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -378,10 +384,7 @@ fn closing_stdin_ends_cat() {
     );
     let stdin = t.get_pipe_transport(0).unwrap();
     stdin.write(b"abc").unwrap();
-    let h2 = h.clone();
-    run(&lp, DEADLINE, async move {
-        h2.sleep(Duration::from_millis(50)).await
-    });
+    settle(&lp, Duration::from_millis(50));
     assert!(t.returncode().is_none(), "cat waits for more input");
     stdin.close();
     assert!(matches!(stdin.write(b"x"), Err(Error::Closed)));
@@ -468,10 +471,7 @@ fn stdout_can_be_paused_through_its_pipe_transport() {
     let out = t.get_pipe_transport(1).unwrap();
     out.pause_reading();
     assert!(!out.is_reading());
-    let h2 = h.clone();
-    run(&lp, DEADLINE, async move {
-        h2.sleep(Duration::from_millis(100)).await
-    });
+    settle(&lp, Duration::from_millis(100));
     assert!(
         data_of(&log.borrow(), 1).is_empty(),
         "nothing read while paused"

@@ -7,12 +7,6 @@
 
 use super::*;
 
-/// Run the loop for `d` (output and pipe events get in).
-fn settle(lp: &EventLoop, d: Duration) {
-    let h = lp.handle();
-    run(lp, DEADLINE, async move { h.sleep(d).await });
-}
-
 /// `true` once `e` says the child is gone: the write met the broken pipe
 /// itself, or the transport had already seen it close.
 fn child_gone_error(e: &Error) -> bool {
