@@ -11,7 +11,7 @@ use protoloop::codec::{Framed, MessageCodec, MessageHandler};
 use protoloop::proto::adder::{AddReply, AddRequest};
 use protoloop::rpc::{RpcError, RpcOptions, Service};
 use protoloop::testing::{Call, RecordingTransport};
-use protoloop::{CloseReason, ConnectOptions};
+use protoloop::{CloseReason, ConnectOptions, Handle, Server, Transport};
 use rpc_support::*;
 
 /// A raw client: records every reply in arrival order.
@@ -28,6 +28,26 @@ impl MessageHandler for Replies {
     }
 }
 
+/// Connect a raw framed client to `server`: its transport, the replies
+/// it records in arrival order, and whether its connection is lost.
+async fn raw_client(
+    h: &Handle,
+    server: &Server,
+) -> (Transport, Rc<RefCell<Vec<i64>>>, Rc<Cell<bool>>) {
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let lost = Rc::new(Cell::new(false));
+    let (g, l) = (got.clone(), lost.clone());
+    let (t, _) = h
+        .create_connection(
+            move || Framed::new(Replies(g, l)),
+            addr(server),
+            ConnectOptions::default(),
+        )
+        .await
+        .unwrap();
+    (t, got, lost)
+}
+
 fn frames(reqs: impl IntoIterator<Item = AddRequest>) -> Vec<u8> {
     let codec = MessageCodec::<(), AddRequest>::new();
     reqs.into_iter()
@@ -41,17 +61,7 @@ fn service_keeps_request_order_when_handlers_finish_out_of_order() {
         let gated = GatedAdder::new(&h, 6);
         let svc = gated.service();
         let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, got, _lost) = raw_client(&h, &server).await;
         t.write(&frames((0..6).map(|i| add(i, 0)))).unwrap();
         until(&h, || gated.seen.get() == 6).await;
         for i in [5, 3, 4, 1] {
@@ -79,17 +89,7 @@ fn service_stops_reading_while_too_many_requests_wait() {
         let gated = GatedAdder::new(&h, 10);
         let svc = gated.service().max_pending(2);
         let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, got, lost) = raw_client(&h, &server).await;
         // All ten frames arrive in one read; only two may be delivered.
         t.write(&frames((0..10).map(|i| add(i, 0)))).unwrap();
         until(&h, || gated.seen.get() == 2).await;
@@ -112,17 +112,7 @@ fn half_close_gets_every_reply_due_before_the_close() {
         let gated = GatedAdder::new(&h, 3);
         let svc = gated.service();
         let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, got, lost) = raw_client(&h, &server).await;
         t.write(&frames((0..3).map(|i| add(i, 5)))).unwrap();
         t.write_eof().unwrap();
         until(&h, || gated.seen.get() == 3).await;
@@ -167,17 +157,7 @@ fn half_close_behind_a_full_pipeline_still_closes_after_the_replies() {
         let gated = GatedAdder::new(&h, 3);
         let svc = gated.service().max_pending(1);
         let server = serve(&h, move || svc.protocol());
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let lost = Rc::new(Cell::new(false));
-        let (g, l) = (got.clone(), lost.clone());
-        let (t, _) = h
-            .create_connection(
-                move || Framed::new(Replies(g, l)),
-                addr(&server),
-                ConnectOptions::default(),
-            )
-            .await
-            .unwrap();
+        let (t, got, lost) = raw_client(&h, &server).await;
         t.write(&frames((0..3).map(|i| add(i, 1)))).unwrap();
         t.write_eof().unwrap();
         for i in 0..3 {
