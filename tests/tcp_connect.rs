@@ -14,15 +14,30 @@ use protoloop::{ConnectOptions, Error, EventLoop, ServerOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A socket bound to a free loopback port but not listening, and its
+/// address: connecting to it is refused while the socket lives.
+fn bound_socket() -> (socket2::Socket, SocketAddr) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    (sock, addr)
+}
+
+/// A listener that never accepts, with the smallest backlog: once its
+/// queue is full the kernel ignores further SYNs, so connects hang.
+fn never_accepting_listener() -> (socket2::Socket, SocketAddr) {
+    let (sock, addr) = bound_socket();
+    sock.listen(0).unwrap();
+    (sock, addr)
+}
+
 #[test]
 fn connection_refused_is_a_typed_error() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     // Bound but not listening: connecting is refused.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let (_sock, addr) = bound_socket();
     let h2 = h.clone();
     let r = run(&lp, LIMIT, async move {
         h2.create_connection(|| Rec::new().0, addr, ConnectOptions::default())
@@ -47,19 +62,7 @@ fn connection_refused_is_a_typed_error() {
 fn every_address_is_tried_and_every_failure_reported() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let refusing: Vec<_> = (0..2)
-        .map(|_| {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-                .unwrap();
-            s
-        })
-        .collect();
-    let bad: Vec<SocketAddr> = refusing
-        .iter()
-        .map(|s| s.local_addr().unwrap().as_socket().unwrap())
-        .collect();
+    let (refusing, bad): (Vec<_>, Vec<SocketAddr>) = (0..2).map(|_| bound_socket()).unzip();
     let (_server, good) = echo_server(&h);
     let h2 = h.clone();
     let b = bad.clone();
@@ -143,13 +146,7 @@ fn localhost_resolves_and_connects() {
 fn connect_timeout_gives_up_on_an_unanswered_connect() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    // A listener that never accepts, with the smallest backlog: once its
-    // queue is full the kernel ignores further SYNs, so connects hang.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    sock.listen(0).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let (sock, addr) = never_accepting_listener();
     let h2 = h.clone();
     let opts = ConnectOptions::default().timeout(Duration::from_millis(300));
     let e = run(&lp, LIMIT, async move {
@@ -195,11 +192,7 @@ fn a_cancelled_connect_leaves_nothing_registered() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     // A full backlog: connects hang until cancelled.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    sock.listen(0).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let (sock, addr) = never_accepting_listener();
     let h2 = h.clone();
     run(&lp, LIMIT, async move {
         let mut kept = Vec::new();
