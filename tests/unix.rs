@@ -19,37 +19,10 @@ mod common;
 
 use common::lifecycle::run;
 use common::unix::{TempPath, abstract_name};
-use common::{WAIT, wait_until};
+use common::{Echo, WAIT, wait_until};
 
 /// The bound on each test body.
 const DEADLINE: Duration = WAIT.saturating_mul(3);
-
-/// Echoes everything; stops reading while its own writes are paused, so
-/// a fast sender cannot make it buffer without bound.
-struct Echo {
-    t: Option<Transport>,
-}
-
-impl Echo {
-    fn new() -> Echo {
-        Echo { t: None }
-    }
-}
-
-impl Protocol for Echo {
-    fn connection_made(&mut self, t: Transport) {
-        self.t = Some(t);
-    }
-    fn data_received(&mut self, data: &[u8]) {
-        self.t.as_ref().unwrap().write(data).unwrap();
-    }
-    fn pause_writing(&mut self) {
-        self.t.as_ref().unwrap().pause_reading();
-    }
-    fn resume_writing(&mut self) {
-        self.t.as_ref().unwrap().resume_reading();
-    }
-}
 
 /// What a [`Recorder`] saw, shared with the test.
 #[derive(Default)]
@@ -121,7 +94,7 @@ fn ten_megabytes_echo_byte_exact_over_a_path() {
     let h = lp.handle();
     let path = TempPath::new("echo");
     let server = h
-        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, path.path(), UnixServerOptions::default())
         .unwrap();
     let addrs = server.addresses();
     assert_eq!(addrs.len(), 1);
@@ -285,7 +258,7 @@ fn abort_is_seen_by_the_peer_and_shutdown_drains() {
         }
         // The abstract name is free again.
         let again = h
-            .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+            .create_unix_server(Echo::default, name.clone(), UnixServerOptions::default())
             .unwrap();
         again.close();
         for s in server_seen.borrow().iter() {
@@ -356,7 +329,7 @@ fn stale_socket_file_is_removed_but_a_live_one_is_not() {
 
     let err = h
         .create_unix_server(
-            Echo::new,
+            Echo::default,
             path.path(),
             UnixServerOptions::default().remove_stale(false),
         )
@@ -365,13 +338,13 @@ fn stale_socket_file_is_removed_but_a_live_one_is_not() {
     assert!(err.to_string().contains("stale"), "{err}");
 
     let live = h
-        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, path.path(), UnixServerOptions::default())
         .expect("the stale file is removed and the bind retried");
 
     // A second server on the live path is refused; the file stays and
     // the first server keeps working.
     let err = h
-        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, path.path(), UnixServerOptions::default())
         .unwrap_err();
     assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
     assert!(err.to_string().contains("live"), "{err}");
@@ -399,7 +372,7 @@ fn a_file_that_is_not_a_socket_is_never_removed() {
     std::fs::write(path.path(), b"precious").unwrap();
     let err = lp
         .handle()
-        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, path.path(), UnixServerOptions::default())
         .unwrap_err();
     assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
     assert_eq!(std::fs::read(path.path()).unwrap(), b"precious");
@@ -412,7 +385,7 @@ fn socket_file_kept_when_asked_and_not_removed_if_replaced() {
     let path = TempPath::new("keep");
     let s = h
         .create_unix_server(
-            Echo::new,
+            Echo::default,
             path.path(),
             UnixServerOptions::default().remove_on_close(false),
         )
@@ -425,7 +398,7 @@ fn socket_file_kept_when_asked_and_not_removed_if_replaced() {
 
     // A server whose file was replaced by someone else's leaves that alone.
     let s = h
-        .create_unix_server(Echo::new, path.path(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, path.path(), UnixServerOptions::default())
         .unwrap();
     std::fs::remove_file(path.path()).unwrap();
     std::fs::write(path.path(), b"someone else's").unwrap();
@@ -439,14 +412,14 @@ fn abstract_names_make_no_file_and_are_exclusive() {
     let h = lp.handle();
     let name = abstract_name("abs");
     let server = h
-        .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, name.clone(), UnixServerOptions::default())
         .unwrap();
     match &server.addresses()[0] {
         SocketAddress::Unix(a) => assert_eq!(UnixAddr::from_std(a), Some(name.clone())),
         other => panic!("not a Unix address: {other}"),
     }
     let err = h
-        .create_unix_server(Echo::new, name.clone(), UnixServerOptions::default())
+        .create_unix_server(Echo::default, name.clone(), UnixServerOptions::default())
         .unwrap_err();
     assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
     run(&lp, DEADLINE, async move {
@@ -474,29 +447,29 @@ fn connect_errors_are_clear() {
     let (m, s) = (missing.path().to_path_buf(), stale.path().to_path_buf());
     run(&lp, DEADLINE, async move {
         let e = h
-            .create_unix_connection(Echo::new, m.as_path())
+            .create_unix_connection(Echo::default, m.as_path())
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::NotFound), "{e}");
         assert!(e.to_string().contains(&*m.to_string_lossy()), "{e}");
         let e = h
-            .create_unix_connection(Echo::new, s.as_path())
+            .create_unix_connection(Echo::default, s.as_path())
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::ConnectionRefused), "{e}");
         let e = h
-            .create_unix_connection(Echo::new, UnixAddr::path("\0not-abstract"))
+            .create_unix_connection(Echo::default, UnixAddr::path("\0not-abstract"))
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
         let long = "x".repeat(200);
         let e = h
-            .create_unix_connection(Echo::new, long.as_str())
+            .create_unix_connection(Echo::default, long.as_str())
             .await
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
         let e = h
-            .create_unix_server(Echo::new, long.as_str(), UnixServerOptions::default())
+            .create_unix_server(Echo::default, long.as_str(), UnixServerOptions::default())
             .unwrap_err();
         assert_eq!(e.io_kind(), Some(ErrorKind::InvalidInput), "{e}");
     });
@@ -510,7 +483,7 @@ fn connect_retries_while_the_backlog_is_full() {
     // Backlog 0: Linux queues one connection, then refuses with EAGAIN.
     let server = h
         .create_unix_server(
-            Echo::new,
+            Echo::default,
             path.path(),
             UnixServerOptions::default().backlog(0).start_serving(false),
         )
@@ -518,10 +491,10 @@ fn connect_retries_while_the_backlog_is_full() {
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
         let first = h
-            .create_unix_connection(Echo::new, p.as_path())
+            .create_unix_connection(Echo::default, p.as_path())
             .await
             .unwrap();
-        let second = h.spawn(h.create_unix_connection(Echo::new, p.as_path()));
+        let second = h.spawn(h.create_unix_connection(Echo::default, p.as_path()));
         h.sleep(Duration::from_millis(30)).await;
         assert!(!second.is_finished(), "the second connect waits for room");
         server.start_serving().unwrap();
