@@ -12,7 +12,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use protoloop::{
-    CloseReason, Error, EventLoop, Protocol, SocketAddress, Transport, UnixAddr, UnixServerOptions,
+    CloseReason, Error, EventLoop, Handle, Protocol, SocketAddress, Transport, UnixAddr,
+    UnixServerOptions,
 };
 
 mod common;
@@ -84,6 +85,20 @@ impl Protocol for Recorder {
     }
 }
 
+/// Connect to `addr` with a [`Recorder`]: the transport and what the
+/// recorder sees.
+async fn connect_recorder(
+    h: &Handle,
+    addr: impl Into<UnixAddr>,
+) -> Result<(Transport, Rc<Seen>), Error> {
+    let seen = Rc::new(Seen::default());
+    let s = seen.clone();
+    let (t, _) = h
+        .create_unix_connection(move || Recorder::new(&s), addr)
+        .await?;
+    Ok((t, seen))
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -105,12 +120,7 @@ fn ten_megabytes_echo_byte_exact_over_a_path() {
     );
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
-        let seen = Rc::new(Seen::default());
-        let s = seen.clone();
-        let (t, _proto) = h
-            .create_unix_connection(move || Recorder::new(&s), p.as_path())
-            .await
-            .unwrap();
+        let (t, seen) = connect_recorder(&h, p.as_path()).await.unwrap();
         assert_eq!(t.peer_addr().unwrap().to_string(), p.display().to_string());
         let data = pattern(10 * 1024 * 1024);
         t.write(&data).unwrap();
@@ -222,12 +232,7 @@ fn abort_is_seen_by_the_peer_and_shutdown_drains() {
         .unwrap();
     run(&lp, DEADLINE, async move {
         // One connection aborted by the client.
-        let seen = Rc::new(Seen::default());
-        let s = seen.clone();
-        let (t, _p) = h
-            .create_unix_connection(move || Recorder::new(&s), name.clone())
-            .await
-            .unwrap();
+        let (t, seen) = connect_recorder(&h, name.clone()).await.unwrap();
         wait_until(&h, "accept", || server.connection_count() == 1).await;
         t.write(b"bye").unwrap();
         t.abort();
@@ -241,13 +246,7 @@ fn abort_is_seen_by_the_peer_and_shutdown_drains() {
         // time, so both are closed and the clients read EOF.
         let mut clients = Vec::new();
         for _ in 0..2 {
-            let s = Rc::new(Seen::default());
-            let s2 = s.clone();
-            let (t, _p) = h
-                .create_unix_connection(move || Recorder::new(&s2), name.clone())
-                .await
-                .unwrap();
-            clients.push((t, s));
+            clients.push(connect_recorder(&h, name.clone()).await.unwrap());
         }
         wait_until(&h, "accept", || server.connection_count() == 2).await;
         server.shutdown(Duration::from_secs(10)).await;
@@ -287,12 +286,7 @@ fn flow_control_pauses_and_resumes_the_writer() {
         .unwrap();
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
-        let seen = Rc::new(Seen::default());
-        let s = seen.clone();
-        let (t, _p) = h
-            .create_unix_connection(move || Recorder::new(&s), p.as_path())
-            .await
-            .unwrap();
+        let (t, seen) = connect_recorder(&h, p.as_path()).await.unwrap();
         wait_until(&h, "accept", || server_seen.borrow().is_some()).await;
         let peer = server_seen.borrow().clone().unwrap();
         let peer_t = peer.transport.borrow().clone().unwrap();
@@ -351,10 +345,7 @@ fn stale_socket_file_is_removed_but_a_live_one_is_not() {
     assert!(path.path().exists());
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
-        let seen = Rc::new(Seen::default());
-        let s = seen.clone();
-        let (t, _p) = h
-            .create_unix_connection(move || Recorder::new(&s), p.as_path())
+        let (t, seen) = connect_recorder(&h, p.as_path())
             .await
             .expect("the live server still accepts");
         t.write(b"ping").unwrap();
@@ -423,12 +414,7 @@ fn abstract_names_make_no_file_and_are_exclusive() {
         .unwrap_err();
     assert_eq!(err.io_kind(), Some(ErrorKind::AddrInUse), "{err}");
     run(&lp, DEADLINE, async move {
-        let seen = Rc::new(Seen::default());
-        let s = seen.clone();
-        let (t, _p) = h
-            .create_unix_connection(move || Recorder::new(&s), name)
-            .await
-            .unwrap();
+        let (t, seen) = connect_recorder(&h, name).await.unwrap();
         t.write(b"abstract").unwrap();
         wait_until(&h, "echo", || seen.data.borrow().len() == 8).await;
         assert_eq!(&*seen.data.borrow(), b"abstract");
@@ -526,18 +512,8 @@ fn an_idle_timeout_closes_a_silent_client_and_spares_an_active_one() {
         .unwrap();
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
-        let silent = Rc::new(Seen::default());
-        let s = silent.clone();
-        let (_quiet, _) = h
-            .create_unix_connection(move || Recorder::new(&s), p.as_path())
-            .await
-            .unwrap();
-        let chatty = Rc::new(Seen::default());
-        let c = chatty.clone();
-        let (talker, _) = h
-            .create_unix_connection(move || Recorder::new(&c), p.as_path())
-            .await
-            .unwrap();
+        let (_quiet, silent) = connect_recorder(&h, p.as_path()).await.unwrap();
+        let (talker, chatty) = connect_recorder(&h, p.as_path()).await.unwrap();
         // Keep one connection busy for well over the timeout.
         for _ in 0..12 {
             talker.write(b".").unwrap();
