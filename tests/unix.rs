@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use protoloop::{
-    CloseReason, Error, EventLoop, Handle, Protocol, SocketAddress, Transport, UnixAddr,
+    CloseReason, Error, EventLoop, Handle, Protocol, Server, SocketAddress, Transport, UnixAddr,
     UnixServerOptions,
 };
 
@@ -97,6 +97,29 @@ async fn connect_recorder(
         .create_unix_connection(move || Recorder::new(&s), addr)
         .await?;
     Ok((t, seen))
+}
+
+/// A Unix server on `addr` whose protocols are [`Recorder`]s, and what
+/// each of them sees, in accept order.
+fn recorder_server(
+    h: &Handle,
+    addr: impl Into<UnixAddr>,
+    opts: UnixServerOptions,
+) -> (Server, Rc<RefCell<Vec<Rc<Seen>>>>) {
+    let server_seen: Rc<RefCell<Vec<Rc<Seen>>>> = Rc::default();
+    let ss = server_seen.clone();
+    let server = h
+        .create_unix_server(
+            move || {
+                let s = Rc::new(Seen::default());
+                ss.borrow_mut().push(s.clone());
+                Recorder::new(&s)
+            },
+            addr,
+            opts,
+        )
+        .unwrap();
+    (server, server_seen)
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -217,19 +240,7 @@ fn abort_is_seen_by_the_peer_and_shutdown_drains() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     let name = abstract_name("shutdown");
-    let server_seen: Rc<RefCell<Vec<Rc<Seen>>>> = Rc::default();
-    let ss = server_seen.clone();
-    let server = h
-        .create_unix_server(
-            move || {
-                let s = Rc::new(Seen::default());
-                ss.borrow_mut().push(s.clone());
-                Recorder::new(&s)
-            },
-            name.clone(),
-            UnixServerOptions::default(),
-        )
-        .unwrap();
+    let (server, server_seen) = recorder_server(&h, name.clone(), UnixServerOptions::default());
     run(&lp, DEADLINE, async move {
         // One connection aborted by the client.
         let (t, seen) = connect_recorder(&h, name.clone()).await.unwrap();
@@ -271,24 +282,12 @@ fn flow_control_pauses_and_resumes_the_writer() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     let path = TempPath::new("flow");
-    let server_seen: Rc<RefCell<Option<Rc<Seen>>>> = Rc::default();
-    let ss = server_seen.clone();
-    let server = h
-        .create_unix_server(
-            move || {
-                let s = Rc::new(Seen::default());
-                *ss.borrow_mut() = Some(s.clone());
-                Recorder::new(&s)
-            },
-            path.path(),
-            UnixServerOptions::default(),
-        )
-        .unwrap();
+    let (server, server_seen) = recorder_server(&h, path.path(), UnixServerOptions::default());
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
         let (t, seen) = connect_recorder(&h, p.as_path()).await.unwrap();
-        wait_until(&h, "accept", || server_seen.borrow().is_some()).await;
-        let peer = server_seen.borrow().clone().unwrap();
+        wait_until(&h, "accept", || !server_seen.borrow().is_empty()).await;
+        let peer = server_seen.borrow()[0].clone();
         let peer_t = peer.transport.borrow().clone().unwrap();
         peer_t.pause_reading();
         // Write until the kernel and then our buffer are full.
@@ -497,19 +496,11 @@ fn an_idle_timeout_closes_a_silent_client_and_spares_an_active_one() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     let path = TempPath::new("idle");
-    let server_seen = Rc::new(RefCell::new(Vec::<Rc<Seen>>::new()));
-    let ss = server_seen.clone();
-    let server = h
-        .create_unix_server(
-            move || {
-                let seen = Rc::new(Seen::default());
-                ss.borrow_mut().push(seen.clone());
-                Recorder::new(&seen)
-            },
-            path.path(),
-            UnixServerOptions::default().idle_timeout(Duration::from_millis(600)),
-        )
-        .unwrap();
+    let (server, server_seen) = recorder_server(
+        &h,
+        path.path(),
+        UnixServerOptions::default().idle_timeout(Duration::from_millis(600)),
+    );
     let p = path.path().to_path_buf();
     run(&lp, DEADLINE, async move {
         let (_quiet, silent) = connect_recorder(&h, p.as_path()).await.unwrap();
