@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::net::{connect, echo_server, rec_server, write_with_flow_control};
+use common::net::{connect, echo_server, first_lost, rec_server, write_with_flow_control};
 use common::{Echo, Rec, Rng, read_to_eof, run, wait_until};
 use protoloop::{CloseReason, Error, EventLoop, Protocol, ServerOptions, TimeoutKind, Transport};
 
@@ -70,8 +70,7 @@ fn client_write_eof_while_the_server_keeps_writing() {
         assert!(matches!(t.write(b"x"), Err(Error::EofWritten)));
         assert!(t.is_reading(), "write_eof stopped reading");
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
+        let s = first_lost(&h2, "server lost", &sprobes).await;
         (p, s)
     });
     assert_eq!(*server.data.borrow(), b"request");
@@ -110,8 +109,7 @@ fn server_write_eof_while_the_client_keeps_writing() {
         write_with_flow_control(&h2, &t, &p, &u, 2).await;
         t.close();
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
+        let s = first_lost(&h2, "server lost", &sprobes).await;
         (p, s)
     });
     assert!(*server.data.borrow() == *upload);
@@ -141,8 +139,7 @@ fn both_sides_write_eof_and_the_connection_closes() {
         let (t, p) = connect(&h2, addr, Rec::new().0.on_eof(|_| true)).await;
         t.write_eof().unwrap();
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
+        let s = first_lost(&h2, "server lost", &sprobes).await;
         (p, s)
     });
     assert_eq!(*client.data.borrow(), b"last");
@@ -165,10 +162,7 @@ fn abort_gives_the_peer_a_reset() {
     let server = run(&lp, LIMIT, async move {
         let mut peer = TcpStream::connect(addr).unwrap();
         peer.write_all(b"please abort").unwrap();
-        wait_until(&h2, "server lost", || {
-            sprobes.borrow().first().is_some_and(|p| p.is_lost())
-        })
-        .await;
+        let server = first_lost(&h2, "server lost", &sprobes).await;
         peer.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let r = peer.read(&mut [0; 16]);
@@ -176,7 +170,7 @@ fn abort_gives_the_peer_a_reset() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
             Ok(n) => panic!("peer read {n} bytes instead of a reset"),
         }
-        sprobes.borrow()[0].clone()
+        server
     });
     assert!(matches!(server.lost(), Some(CloseReason::LocalAbort)));
     server.check_contract();
@@ -195,8 +189,7 @@ fn a_reset_from_the_peer_is_peer_reset() {
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(peer);
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        sprobes.borrow()[0].clone()
+        first_lost(&h2, "server lost", &sprobes).await
     });
     assert!(
         matches!(server.lost(), Some(CloseReason::PeerReset(_))),
@@ -231,8 +224,7 @@ fn close_delivers_everything_written_before_it() {
     let (got, server) = run(&lp, LIMIT, async move {
         let mut peer = TcpStream::connect(addr).unwrap();
         let got = read_to_eof(&h2, &mut peer).await.unwrap();
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
+        let s = first_lost(&h2, "server lost", &sprobes).await;
         (got, s)
     });
     assert_eq!(got.len(), payload.len());
@@ -259,10 +251,7 @@ fn close_with_deadline_aborts_when_the_peer_does_not_read() {
     let h2 = h.clone();
     let server = run(&lp, LIMIT, async move {
         let mut peer = TcpStream::connect(addr).unwrap();
-        wait_until(&h2, "server lost", || {
-            sprobes.borrow().first().is_some_and(|p| p.is_lost())
-        })
-        .await;
+        let server = first_lost(&h2, "server lost", &sprobes).await;
         // The peer gets part of the data, then a reset, never a clean EOF.
         peer.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -279,7 +268,7 @@ fn close_with_deadline_aborts_when_the_peer_does_not_read() {
             }
         }
         assert!(total < 16 << 20);
-        sprobes.borrow()[0].clone()
+        server
     });
     assert!(
         matches!(
@@ -309,8 +298,7 @@ fn close_with_deadline_closes_normally_when_flushed_in_time() {
     let (got, server) = run(&lp, LIMIT, async move {
         let mut peer = TcpStream::connect(addr).unwrap();
         let got = read_to_eof(&h2, &mut peer).await.unwrap();
-        wait_until(&h2, "lost", || sprobes.borrow()[0].is_lost()).await;
-        let s = sprobes.borrow()[0].clone();
+        let s = first_lost(&h2, "lost", &sprobes).await;
         (got, s)
     });
     assert_eq!(got, vec![3; 100_000]);
@@ -337,8 +325,9 @@ fn a_server_that_closes_in_connection_made() {
     let client = run(&lp, LIMIT, async move {
         let (_t, p) = connect(&h2, addr, Rec::new().0).await;
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        wait_until(&h2, "server lost", || sprobes.borrow()[0].is_lost()).await;
-        sprobes.borrow()[0].check_contract();
+        first_lost(&h2, "server lost", &sprobes)
+            .await
+            .check_contract();
         p
     });
     client.check_contract();
@@ -468,13 +457,10 @@ fn writelines_sends_every_chunk_in_order() {
         t.writelines(&[]).unwrap();
         t.writelines(&refs[150..]).unwrap();
         t.close();
-        wait_until(&h2, "server got all", || {
-            sprobes.borrow().first().is_some_and(|s| s.is_lost())
-        })
-        .await;
+        let server = first_lost(&h2, "server got all", &sprobes).await;
         assert_eq!(t.stats().bytes_sent, w.len() as u64);
         wait_until(&h2, "client lost", || p.is_lost()).await;
-        sprobes.borrow()[0].clone()
+        server
     });
     assert_eq!(got.data_len(), want.len());
     assert!(*got.data.borrow() == want);

@@ -43,6 +43,16 @@ pub fn rec_server(
     (s, a, probes)
 }
 
+/// Wait until the first connection a [`rec_server`] accepted is lost
+/// (`what` names the wait in the timeout message); its probe.
+pub async fn first_lost(h: &Handle, what: &str, probes: &Rc<RefCell<Vec<Probe>>>) -> Probe {
+    wait_until(h, what, || {
+        probes.borrow().first().is_some_and(|p| p.is_lost())
+    })
+    .await;
+    probes.borrow()[0].clone()
+}
+
 /// Connect with a recording protocol.
 pub async fn connect(
     h: &Handle,
