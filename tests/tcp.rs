@@ -149,6 +149,25 @@ fn both_sides_write_eof_and_the_connection_closes() {
     assert!(!server.lost().unwrap().is_error(), "{:?}", server.lost());
 }
 
+/// Read `peer` (blocking, 10 s per read) until the connection is reset;
+/// how many bytes came first. A clean EOF or any other error fails.
+fn bytes_before_reset(peer: &mut TcpStream) -> usize {
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut total = 0;
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => panic!("clean EOF after {total} bytes; expected a reset"),
+            Ok(n) => total += n,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+                return total;
+            }
+        }
+    }
+}
+
 #[test]
 fn abort_gives_the_peer_a_reset() {
     let lp = EventLoop::new().unwrap();
@@ -163,13 +182,8 @@ fn abort_gives_the_peer_a_reset() {
         let mut peer = TcpStream::connect(addr).unwrap();
         peer.write_all(b"please abort").unwrap();
         let server = first_lost(&h2, "server lost", &sprobes).await;
-        peer.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let r = peer.read(&mut [0; 16]);
-        match r {
-            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
-            Ok(n) => panic!("peer read {n} bytes instead of a reset"),
-        }
+        let n = bytes_before_reset(&mut peer);
+        assert_eq!(n, 0, "peer read {n} bytes instead of a reset");
         server
     });
     assert!(matches!(server.lost(), Some(CloseReason::LocalAbort)));
@@ -253,20 +267,7 @@ fn close_with_deadline_aborts_when_the_peer_does_not_read() {
         let mut peer = TcpStream::connect(addr).unwrap();
         let server = first_lost(&h2, "server lost", &sprobes).await;
         // The peer gets part of the data, then a reset, never a clean EOF.
-        peer.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut total = 0;
-        let mut buf = vec![0; 1 << 16];
-        loop {
-            match peer.read(&mut buf) {
-                Ok(0) => panic!("clean EOF after {total} bytes; expected a reset"),
-                Ok(n) => total += n,
-                Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
-                    break;
-                }
-            }
-        }
+        let total = bytes_before_reset(&mut peer);
         assert!(total < 16 << 20);
         server
     });
