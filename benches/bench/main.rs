@@ -17,6 +17,7 @@
 
 mod load;
 mod load_more;
+mod mio_pipe;
 mod orchestrate;
 mod peers;
 mod perf;

@@ -8,8 +8,8 @@
 //! - `udp`: a datagram echo; protoloop, tokio and raw mio.
 //! - `pipe`: a TCP echo relayed through a `cat` child per connection
 //!   (socket -> cat's stdin, cat's stdout -> socket), so each message
-//!   crosses two pipes; protoloop and tokio. The server's CPU covers the
-//!   socket and both pipe ends, not `cat` itself.
+//!   crosses two pipes; protoloop, tokio and raw mio (`mio_pipe.rs`). The
+//!   server's CPU covers the socket and both pipe ends, not `cat` itself.
 //!
 //! The control protocol is the echo servers' (`servers.rs`).
 
@@ -50,6 +50,7 @@ pub fn serve(
         ("udp", "mio") => mio_udp(addr),
         ("pipe", "protoloop") => protoloop_pipe(addr),
         ("pipe", "tokio") => tokio_pipe(addr),
+        ("pipe", "mio") => crate::mio_pipe::run(addr),
         _ => Err(format!("no {kind} server for --app {app}")),
     }
 }
@@ -57,7 +58,7 @@ pub fn serve(
 /// Which peers have a server for `app`.
 pub fn has_server(kind: &str, app: &str) -> bool {
     match app {
-        "tls" | "pipe" => kind != "mio",
+        "tls" => kind != "mio",
         _ => true,
     }
 }
