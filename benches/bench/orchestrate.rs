@@ -105,7 +105,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     if no_mio && cfg.peers.contains(&Peer::Mio) {
         notes.push(
             "raw mio has no TLS server (it would be a hand-written rustls driver, which is what \
-             protoloop's TLS layer is) and no pipe relay: it sits those workloads out"
+             protoloop's TLS layer is): it sits the TLS workloads out"
                 .into(),
         );
     }
