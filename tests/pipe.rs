@@ -60,6 +60,45 @@ impl Rec {
     }
 }
 
+/// The callbacks a [`Rec`] saw, in order.
+type Log = Rc<RefCell<Vec<Ev>>>;
+
+/// A pipe end connected through the loop under a fresh recorder: its
+/// transport, the recorder's log, and the future `connection_lost`
+/// resolves. (The protocol handle is dropped at once: the transport keeps
+/// the protocol until `connection_lost`.)
+type Recorded = (Transport, Log, SettableFuture<CloseReason>);
+
+/// Connect `fd`, a pipe's read end, under a fresh recorder.
+fn connect_read(h: &Handle, fd: impl Into<OwnedFd>) -> Recorded {
+    let (rec, log, lost) = Rec::new(h);
+    let (t, _) = h.connect_read_pipe(move || rec, fd).unwrap();
+    (t, log, lost)
+}
+
+/// Connect `fd`, a pipe's write end, under a fresh recorder.
+fn connect_write(h: &Handle, fd: impl Into<OwnedFd>) -> Recorded {
+    let (rec, log, lost) = Rec::new(h);
+    let (t, _) = h.connect_write_pipe(move || rec, fd).unwrap();
+    (t, log, lost)
+}
+
+/// A fresh pipe whose read end is connected under a recorder; its write
+/// end, last, is the test's.
+fn read_pipe(h: &Handle) -> (Transport, Log, SettableFuture<CloseReason>, OwnedFd) {
+    let (r, w) = os_pipe();
+    let (t, log, lost) = connect_read(h, r);
+    (t, log, lost, w)
+}
+
+/// A fresh pipe whose write end is connected under a recorder; its read
+/// end, last, is the test's.
+fn write_pipe(h: &Handle) -> (Transport, Log, SettableFuture<CloseReason>, OwnedFd) {
+    let (r, w) = os_pipe();
+    let (t, log, lost) = connect_write(h, w);
+    (t, log, lost, r)
+}
+
 impl Protocol for Rec {
     fn connection_made(&mut self, t: Transport) {
         self.log.borrow_mut().push(Ev::Made);
@@ -106,9 +145,7 @@ fn data(log: &[Ev]) -> Vec<u8> {
 fn read_pipe_delivers_data_then_eof() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (r, w) = os_pipe();
-    let (rec, log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_read_pipe(move || rec, r).unwrap();
+    let (t, log, lost, w) = read_pipe(&h);
     assert!(!t.can_write_eof());
     assert!(t.is_reading());
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -140,9 +177,7 @@ fn read_pipe_on_a_child_stdout() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (rec, log, lost) = Rec::new(&h);
-    h.connect_read_pipe(move || rec, child.stdout.take().unwrap())
-        .unwrap();
+    let (_, log, lost) = connect_read(&h, child.stdout.take().unwrap());
     run(&lp, DEADLINE, lost).unwrap();
     assert_eq!(data(&log.borrow()), b"one\ntwo\n");
     assert!(child.wait().unwrap().success());
@@ -183,9 +218,7 @@ fn read_pipe_pause_in_connection_made_then_resume() {
 fn read_pipe_refuses_writes_and_closes_locally() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (r, w) = os_pipe();
-    let (rec, log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_read_pipe(move || rec, r).unwrap();
+    let (t, log, lost, w) = read_pipe(&h);
     assert!(matches!(t.write(b"x"), Err(Error::Unsupported(_))));
     assert!(matches!(t.write_eof(), Err(Error::EofNotSupported)));
     t.close();
@@ -220,9 +253,7 @@ fn a_regular_file_is_a_clear_error() {
 fn write_pipe_flow_control_against_a_stalled_reader() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (r, w) = os_pipe();
-    let (rec, log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, log, lost, r) = write_pipe(&h);
     assert!(!t.is_reading());
     let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     t.write(&payload).unwrap();
@@ -276,9 +307,7 @@ fn write_pipe_flow_control_against_a_stalled_reader() {
 fn write_pipe_write_eof_is_close_after_flush() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (r, w) = os_pipe();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, _log, lost, r) = write_pipe(&h);
     assert!(t.can_write_eof());
     t.writelines(&[b"a", b"bc", b""]).unwrap();
     t.write_bytes(bytes::Bytes::from_static(b"d")).unwrap();
@@ -297,9 +326,7 @@ fn write_pipe_reader_gone() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
     // Idle: nothing lost, an orderly end.
-    let (r, w) = os_pipe();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, _log, lost, r) = write_pipe(&h);
     drop(r);
     assert!(matches!(
         run(&lp, DEADLINE, lost).unwrap(),
@@ -308,9 +335,7 @@ fn write_pipe_reader_gone() {
     assert!(matches!(t.write(b"x"), Err(Error::Closed)));
 
     // Data pending: a broken pipe.
-    let (r, w) = os_pipe();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, _log, lost, r) = write_pipe(&h);
     t.write(&vec![0u8; 1_000_000]).unwrap();
     assert!(t.get_write_buffer_size() > 0);
     drop(r);
@@ -323,9 +348,7 @@ fn write_pipe_reader_gone() {
 fn write_pipe_abort_and_close_deadline() {
     let lp = EventLoop::new().unwrap();
     let h = lp.handle();
-    let (r, w) = os_pipe();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, _log, lost, r) = write_pipe(&h);
     t.write(&vec![1u8; 500_000]).unwrap();
     t.abort();
     assert!(matches!(t.write(b"x"), Err(Error::Closed)));
@@ -337,9 +360,7 @@ fn write_pipe_abort_and_close_deadline() {
     drop(r);
 
     // A reader that never reads: close_with_deadline gives up.
-    let (r, w) = os_pipe();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let (t, _log, lost, r) = write_pipe(&h);
     t.write(&vec![1u8; 500_000]).unwrap();
     t.close_with_deadline(Duration::from_millis(50));
     let reason = run(&lp, DEADLINE, lost).unwrap();
@@ -360,10 +381,7 @@ fn write_pipe_to_a_child_stdin() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (rec, _log, lost) = Rec::new(&h);
-    let (t, _p) = h
-        .connect_write_pipe(move || rec, child.stdin.take().unwrap())
-        .unwrap();
+    let (t, _log, lost) = connect_write(&h, child.stdin.take().unwrap());
     t.write(&vec![b'x'; 300_000]).unwrap();
     t.close();
     run(&lp, DEADLINE, lost).unwrap();
@@ -432,10 +450,9 @@ fn stdio_child() {
     let h = lp.handle();
     let stdin = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
     let stdout = std::io::stdout().as_fd().try_clone_to_owned().unwrap();
-    let (out, _) = h.connect_write_pipe(|| Rec::new(&h).0, stdout).unwrap();
+    let (out, _, _) = connect_write(&h, stdout);
     out.write(b"<<").unwrap();
-    let (rec, log, lost) = Rec::new(&h);
-    let (_inp, _) = h.connect_read_pipe(|| rec, stdin).unwrap();
+    let (_inp, log, lost) = connect_read(&h, stdin);
     run(&lp, DEADLINE, async move {
         let reason = lost.await;
         assert!(matches!(reason, Ok(CloseReason::PeerEof)), "{reason:?}");

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -199,15 +200,17 @@ where
             lost: false,
             max_pending: self.max_pending,
         }));
-        let serve = Serve {
-            handler: self.handler.clone(),
-            conn: conn.clone(),
-        };
-        let framing = self.framing.clone();
+        let (handler, framing) = (self.handler.clone(), self.framing.clone());
         let side = if self.ids {
-            Either::B(Framed::with_framing(ServeEnveloped(serve), framing))
+            Either::B(Framed::with_framing(
+                ServeEnveloped::new(handler, conn.clone()),
+                framing,
+            ))
         } else {
-            Either::A(Framed::with_framing(ServePlain(serve), framing))
+            Either::A(Framed::with_framing(
+                ServePlain::new(handler, conn.clone()),
+                framing,
+            ))
         };
         ServiceProtocol(side, conn)
     }
@@ -429,15 +432,73 @@ impl<Resp: prost::Message + 'static> Conn<Resp> {
     }
 }
 
-/// The handler and the connection's state, shared by both framings.
-struct Serve<Req, Resp> {
+/// The handler of a service's connection: the user's handler and the
+/// connection's state. `W` says how requests and replies travel
+/// ([`PlainRequests`] or [`EnvelopedRequests`]); everything else is the
+/// same for both, as with the client's `ClientHandler`.
+pub(crate) struct Serve<Req, Resp, W> {
     handler: Handler<Req, Resp>,
     conn: SharedConn<Resp>,
+    wire: PhantomData<W>,
 }
 
-impl<Req: 'static, Resp: prost::Message + 'static> Serve<Req, Resp> {
-    fn connection_made(&mut self, link: Rc<Link>) {
-        self.conn.borrow_mut().link = Some(link);
+/// Requests and replies are bare messages, replies in request order.
+pub(crate) type ServePlain<Req, Resp> = Serve<Req, Resp, PlainRequests>;
+/// Requests and replies travel in envelopes.
+pub(crate) type ServeEnveloped<Req, Resp> = Serve<Req, Resp, EnvelopedRequests>;
+
+/// How requests travel on the wire: what is framed each way, and how a
+/// received message becomes a request.
+pub(crate) trait RequestWire<Req, Resp>: 'static {
+    /// The messages received.
+    type In: prost::Message + Default + 'static;
+    /// The messages sent.
+    type Out: prost::Message;
+    /// The request `message` carries, and the envelope id its reply
+    /// copies (`None`: replies go in request order).
+    fn request(message: Self::In) -> Result<(Req, Option<u64>), CodecError>;
+}
+
+/// Requests are bare `Req` messages; their replies go in request order.
+pub(crate) enum PlainRequests {}
+
+impl<Req, Resp> RequestWire<Req, Resp> for PlainRequests
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message,
+{
+    type In = Req;
+    type Out = Resp;
+
+    #[inline]
+    fn request(req: Req) -> Result<(Req, Option<u64>), CodecError> {
+        Ok((req, None))
+    }
+}
+
+/// Requests and replies travel in [`Envelope`]s; a reply copies its
+/// request's id and goes out as soon as it is ready.
+pub(crate) enum EnvelopedRequests {}
+
+// Any `Resp`: it travels encoded in the envelope's body.
+impl<Req: prost::Message + Default + 'static, Resp> RequestWire<Req, Resp> for EnvelopedRequests {
+    type In = Envelope;
+    type Out = Envelope;
+
+    #[inline]
+    fn request(envelope: Envelope) -> Result<(Req, Option<u64>), CodecError> {
+        let req = MessageCodec::<Req>::decode_payload(envelope.body)?;
+        Ok((req, Some(envelope.id)))
+    }
+}
+
+impl<Req: 'static, Resp: prost::Message + 'static, W> Serve<Req, Resp, W> {
+    fn new(handler: Handler<Req, Resp>, conn: SharedConn<Resp>) -> Self {
+        Serve {
+            handler,
+            conn,
+            wire: PhantomData,
+        }
     }
 
     fn request(&mut self, req: Req, id: Option<u64>) {
@@ -479,6 +540,31 @@ impl<Req: 'static, Resp: prost::Message + 'static> Serve<Req, Resp> {
             }
         }
     }
+}
+
+impl<Req, Resp, W> MessageHandler for Serve<Req, Resp, W>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    W: RequestWire<Req, Resp>,
+{
+    type In = W::In;
+    type Out = W::Out;
+
+    fn connection_made(&mut self, sender: MessageSender<W::Out>) {
+        self.conn.borrow_mut().link = Some(sender.link().clone());
+    }
+
+    fn message_received(&mut self, message: W::In) {
+        match W::request(message) {
+            Ok((req, id)) => self.request(req, id),
+            Err(e) => {
+                if let Some(link) = &self.conn.borrow().link {
+                    link.fail(Arc::new(e));
+                }
+            }
+        }
+    }
 
     fn eof_received(&mut self) -> bool {
         let mut c = self.conn.borrow_mut();
@@ -487,7 +573,7 @@ impl<Req: 'static, Resp: prost::Message + 'static> Serve<Req, Resp> {
         c.pending > 0
     }
 
-    fn connection_lost(&mut self) {
+    fn connection_lost(&mut self, _reason: CloseReason) {
         let tasks = {
             let mut c = self.conn.borrow_mut();
             c.lost = true;
@@ -498,62 +584,5 @@ impl<Req: 'static, Resp: prost::Message + 'static> Serve<Req, Resp> {
         for (_, task) in tasks {
             task.abort();
         }
-    }
-}
-
-/// Requests and replies are bare messages, replies in request order.
-pub(crate) struct ServePlain<Req, Resp>(Serve<Req, Resp>);
-
-impl<Req, Resp> MessageHandler for ServePlain<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Req;
-    type Out = Resp;
-
-    fn connection_made(&mut self, sender: MessageSender<Resp>) {
-        self.0.connection_made(sender.link().clone());
-    }
-    fn message_received(&mut self, req: Req) {
-        self.0.request(req, None);
-    }
-    fn eof_received(&mut self) -> bool {
-        self.0.eof_received()
-    }
-    fn connection_lost(&mut self, _reason: CloseReason) {
-        self.0.connection_lost();
-    }
-}
-
-/// Requests and replies travel in envelopes.
-pub(crate) struct ServeEnveloped<Req, Resp>(Serve<Req, Resp>);
-
-impl<Req, Resp> MessageHandler for ServeEnveloped<Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-{
-    type In = Envelope;
-    type Out = Envelope;
-
-    fn connection_made(&mut self, sender: MessageSender<Envelope>) {
-        self.0.connection_made(sender.link().clone());
-    }
-    fn message_received(&mut self, envelope: Envelope) {
-        match MessageCodec::<Req>::decode_payload(envelope.body) {
-            Ok(req) => self.0.request(req, Some(envelope.id)),
-            Err(e) => {
-                if let Some(link) = &self.0.conn.borrow().link {
-                    link.fail(Arc::new(e));
-                }
-            }
-        }
-    }
-    fn eof_received(&mut self) -> bool {
-        self.0.eof_received()
-    }
-    fn connection_lost(&mut self, _reason: CloseReason) {
-        self.0.connection_lost();
     }
 }

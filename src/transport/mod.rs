@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::protocol::Protocol;
 
 pub(crate) mod buffer;
+pub(crate) mod close_deadline;
 pub(crate) mod datagram;
 pub(crate) mod invoke;
 pub mod pipe;

@@ -25,7 +25,7 @@
 //! with `call_soon`, so it is never re-entrant and always arrives in the
 //! order it happened.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::io::{self, IoSlice, Read, Write};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 
 use super::buffer::Flow;
+use super::close_deadline::{self, CloseDeadline};
 use super::invoke::{self, NotCalled};
 use super::stream_state::{CloseKind, StreamState};
 use super::{SocketAddress, TransportImpl, TransportStats};
@@ -668,6 +669,15 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
     }
 }
 
+impl<S: StreamSocket> CloseDeadline for StreamTransport<S> {
+    fn close_timer(&self) -> Option<RefMut<'_, Option<TimerHandle>>> {
+        RefMut::filter_map(self.st.borrow_mut(), |st| st.core.close_timer_slot()).ok()
+    }
+    fn close_deadline_passed(&self, reason: CloseReason) {
+        self.finish(reason, true);
+    }
+}
+
 impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     fn write(&self, data: &[u8]) -> Result<()> {
         self.write_chunks(&[data])
@@ -708,17 +718,7 @@ impl<S: StreamSocket> TransportImpl for StreamTransport<S> {
     }
 
     fn close_with_deadline(&self, deadline: Duration) {
-        let me = self.rc();
-        me.begin_close(CloseKind::Local);
-        let mut st = me.st.borrow_mut();
-        if st.core.lost || st.core.close_timer.is_some() {
-            return;
-        }
-        let m = me.clone();
-        st.core.close_timer = Some(me.handle.call_later(deadline, move || {
-            m.st.borrow_mut().core.close_timer = None;
-            m.finish(CloseReason::Timeout(TimeoutKind::Close), true);
-        }));
+        close_deadline::close_with_deadline(&self.handle, self.rc(), deadline);
     }
 
     fn abort(&self) {

@@ -135,6 +135,12 @@ impl StreamState {
         }
     }
 
+    /// The slot for `close_with_deadline`'s timer while the connection
+    /// is there; `None` once it is gone.
+    pub(crate) fn close_timer_slot(&mut self) -> Option<&mut Option<TimerHandle>> {
+        (!self.lost).then_some(&mut self.close_timer)
+    }
+
     /// The connection is over: drop the buffer and the close deadline.
     /// `false` if it already was (finishing is idempotent).
     pub(crate) fn set_lost(&mut self) -> bool {

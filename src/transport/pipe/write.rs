@@ -1,6 +1,6 @@
 //! The write end of a pipe as a transport.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::io::{self, IoSlice, Write};
 use std::os::fd::OwnedFd;
 use std::rc::{Rc, Weak};
@@ -12,10 +12,11 @@ use mio::unix::pipe::Sender;
 use super::{PipeEnd, PipeTransport, open_end};
 use crate::error::{Error, Result};
 use crate::event_loop::Handle;
-use crate::protocol::{CloseReason, Protocol, TimeoutKind};
+use crate::protocol::{CloseReason, Protocol};
 use crate::reactor::{IoHandler, Ready, write_nonblocking};
 use crate::time::TimerHandle;
 use crate::transport::buffer::{Flow, WriteBuffer};
+use crate::transport::close_deadline::{self, CloseDeadline};
 use crate::transport::invoke;
 use crate::transport::{SocketAddress, TransportImpl, TransportStats, closed};
 
@@ -233,6 +234,20 @@ impl IoHandler for WritePipe {
     }
 }
 
+impl CloseDeadline for WritePipe {
+    fn close_timer(&self) -> Option<RefMut<'_, Option<TimerHandle>>> {
+        RefMut::filter_map(self.st.borrow_mut(), |st| {
+            (!st.lost).then_some(&mut st.close_timer)
+        })
+        .ok()
+    }
+    /// Closing the descriptor: a pipe has no reset to make it abortive
+    /// (the stream transports reset the connection here).
+    fn close_deadline_passed(&self, reason: CloseReason) {
+        self.finish(reason);
+    }
+}
+
 impl TransportImpl for WritePipe {
     fn write(&self, data: &[u8]) -> Result<()> {
         self.write_chunks(&[data])
@@ -265,17 +280,7 @@ impl TransportImpl for WritePipe {
     }
 
     fn close_with_deadline(&self, deadline: Duration) {
-        self.begin_close();
-        let me = self.rc();
-        let mut st = me.st.borrow_mut();
-        if st.lost || st.close_timer.is_some() {
-            return;
-        }
-        let m = me.clone();
-        st.close_timer = Some(me.end.handle.call_later(deadline, move || {
-            m.st.borrow_mut().close_timer = None;
-            m.finish(CloseReason::Timeout(TimeoutKind::Close));
-        }));
+        close_deadline::close_with_deadline(&self.end.handle, self.rc(), deadline);
     }
 
     fn abort(&self) {

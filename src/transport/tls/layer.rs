@@ -477,7 +477,6 @@ impl TlsLayer {
     }
 }
 
-/// Used by `close_with_deadline`.
 /// The stream below as the `io::Write` rustls writes its records to. A
 /// write always takes everything (the stream transport sends what the
 /// socket takes and buffers the rest), so one `writev` carries them all.
@@ -505,6 +504,11 @@ impl io::Write for Records<'_> {
     }
 }
 
+/// The timer of `close_with_deadline`: once `deadline` passes, abort the
+/// stream below and have the layer's loss reported as the close timing
+/// out. Not `transport::close_deadline`'s: the layer does not end itself
+/// here (it ends when the stream below reports its loss), and the timer
+/// holds it weakly, as the layer's other timers do.
 pub(super) fn close_deadline_timer(layer: &Rc<TlsLayer>, deadline: Duration) -> TimerHandle {
     let weak = Rc::downgrade(layer);
     layer.handle.call_later(deadline, move || {

@@ -9,7 +9,7 @@
 //! when the peer has taken data out of its queue. A FIN or a reset joins
 //! the peer's queue behind the data already there.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -19,8 +19,10 @@ use bytes::BytesMut;
 use super::{Chunker, EndOptions};
 use crate::error::Result;
 use crate::event_loop::Handle;
-use crate::protocol::{CloseReason, Protocol, TimeoutKind};
+use crate::protocol::{CloseReason, Protocol};
+use crate::time::TimerHandle;
 use crate::transport::buffer::Flow;
+use crate::transport::close_deadline::{self, CloseDeadline};
 use crate::transport::invoke::{self, NotCalled};
 use crate::transport::stream_state::{CloseKind, StreamState};
 use crate::transport::{SocketAddress, Transport, TransportImpl, TransportStats};
@@ -229,6 +231,15 @@ impl MemoryTransport {
     }
 }
 
+impl CloseDeadline for MemoryTransport {
+    fn close_timer(&self) -> Option<RefMut<'_, Option<TimerHandle>>> {
+        RefMut::filter_map(self.st.borrow_mut(), |st| st.core.close_timer_slot()).ok()
+    }
+    fn close_deadline_passed(&self, reason: CloseReason) {
+        self.finish(reason, true);
+    }
+}
+
 impl TransportImpl for MemoryTransport {
     fn write(&self, data: &[u8]) -> Result<()> {
         self.write_all(data)
@@ -263,17 +274,7 @@ impl TransportImpl for MemoryTransport {
     }
 
     fn close_with_deadline(&self, deadline: Duration) {
-        let me = self.rc();
-        me.begin_close(CloseKind::Local);
-        let mut st = me.st.borrow_mut();
-        if st.core.lost || st.core.close_timer.is_some() {
-            return;
-        }
-        let m = me.clone();
-        st.core.close_timer = Some(me.handle.call_later(deadline, move || {
-            m.st.borrow_mut().core.close_timer = None;
-            m.finish(CloseReason::Timeout(TimeoutKind::Close), true);
-        }));
+        close_deadline::close_with_deadline(&self.handle, self.rc(), deadline);
     }
 
     fn abort(&self) {
