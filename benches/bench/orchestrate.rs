@@ -103,11 +103,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         matches!(w, Workload::More { kind, .. } if !crate::servers_more::has_server("mio", kind.app()))
     });
     if no_mio && cfg.peers.contains(&Peer::Mio) {
-        notes.push(
-            "raw mio has no TLS server (it would be a hand-written rustls driver, which is what \
-             protoloop's TLS layer is) and no pipe relay: it sits those workloads out"
-                .into(),
-        );
+        notes.push("raw mio has no pipe relay: it sits that workload out".into());
     }
     if cfg.workloads.iter().any(|w| w.is_client()) && cfg.peers.iter().any(|p| p.is_python()) {
         notes.push(
