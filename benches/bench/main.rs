@@ -18,6 +18,7 @@
 mod load;
 mod load_more;
 mod mio_pipe;
+mod mio_tls;
 mod orchestrate;
 mod peers;
 mod perf;
@@ -46,7 +47,7 @@ usage:
                      client1x10,client32x10,client1x100,client32x100,tls10k,tlshs,udp1k,pipe64k]
         [--pin] [--perf | --no-perf] [--out DIR]
   bench --serve protoloop|tokio|mio [--app echo|rpc|udp|pipe] --listen HOST:PORT
-  bench --serve protoloop|tokio --app tls --cert PEM --key PEM --listen HOST:PORT
+  bench --serve protoloop|tokio|mio --app tls --cert PEM --key PEM --listen HOST:PORT
   bench --load WORKLOAD --connect HOST:PORT [--secs S]
   bench --write-cert DIR       write a self-signed cert.pem and key.pem for 127.0.0.1 into DIR
 

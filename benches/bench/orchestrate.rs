@@ -99,16 +99,6 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         eprintln!("bench: {n}");
     }
     notes.extend(py.notes.iter().cloned());
-    let no_mio = cfg.workloads.iter().any(|w| {
-        matches!(w, Workload::More { kind, .. } if !crate::servers_more::has_server("mio", kind.app()))
-    });
-    if no_mio && cfg.peers.contains(&Peer::Mio) {
-        notes.push(
-            "raw mio has no TLS server (it would be a hand-written rustls driver, which is what \
-             protoloop's TLS layer is): it sits the TLS workloads out"
-                .into(),
-        );
-    }
     if cfg.workloads.iter().any(|w| w.is_client()) && cfg.peers.iter().any(|p| p.is_python()) {
         notes.push(
             "the client workloads have no Python client: asyncio and uvloop sit them out".into(),
@@ -235,8 +225,8 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
 
 /// Whether `peer` has nothing to run `w` with.
 fn sits_out(w: Workload, peer: Peer, py: &Python) -> bool {
-    if let Workload::More { kind, .. } = w {
-        return !peer.is_python() && !crate::servers_more::has_server(peer.name(), kind.app());
+    if matches!(w, Workload::More { .. }) {
+        return false; // every Rust peer has these servers, and so do the Python scripts
     }
     peer.is_python() && (w.is_client() || (w.is_rpc() && !py.protobuf))
 }

@@ -293,9 +293,6 @@ pub fn server_command(
         }
         Some(c)
     } else {
-        if !crate::servers_more::has_server(peer.name(), app) {
-            return None;
-        }
         let exe = std::env::current_exe().ok()?;
         let mut c = Command::new(exe);
         c.args(["--serve", peer.name()]).args(listen);

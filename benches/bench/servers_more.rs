@@ -2,9 +2,8 @@
 //!
 //! - `tls`: the echo server behind TLS (rustls, ring provider, the
 //!   certificate and key the orchestrator wrote: `--cert`, `--key`);
-//!   protoloop through `ServerOptions::tls`, tokio through tokio-rustls.
-//!   There is no raw mio TLS server: one would be a hand-written rustls
-//!   state machine driver, the TLS layer protoloop already is.
+//!   protoloop through `ServerOptions::tls`, tokio through tokio-rustls,
+//!   raw mio through a hand-written rustls driver (`mio_tls.rs`).
 //! - `udp`: a datagram echo; protoloop, tokio and raw mio.
 //! - `pipe`: a TCP echo relayed through a `cat` child per connection
 //!   (socket -> cat's stdin, cat's stdout -> socket), so each message
@@ -33,16 +32,18 @@ pub fn serve(
     tls: Option<&TlsFiles>,
 ) -> Result<(), String> {
     match (app, kind) {
-        ("tls", "protoloop" | "tokio") => {
+        ("tls", "protoloop" | "tokio" | "mio") => {
             let files = tls.ok_or("--app tls needs --cert PATH --key PATH")?;
             let config = server_config(files)?;
-            if kind == "protoloop" {
-                crate::servers::protoloop_echo(
+            match kind {
+                "protoloop" => crate::servers::protoloop_echo(
                     addr,
                     protoloop::ServerOptions::default().tls(config),
-                )
-            } else {
-                crate::servers::tokio_echo(addr, Some(tokio_rustls::TlsAcceptor::from(config)))
+                ),
+                "tokio" => {
+                    crate::servers::tokio_echo(addr, Some(tokio_rustls::TlsAcceptor::from(config)))
+                }
+                _ => crate::mio_tls::run(addr, config),
             }
         }
         ("udp", "protoloop") => protoloop_udp(addr),
@@ -52,14 +53,6 @@ pub fn serve(
         ("pipe", "tokio") => tokio_pipe(addr),
         ("pipe", "mio") => crate::mio_pipe::run(addr),
         _ => Err(format!("no {kind} server for --app {app}")),
-    }
-}
-
-/// Which peers have a server for `app`.
-pub fn has_server(kind: &str, app: &str) -> bool {
-    match app {
-        "tls" => kind != "mio",
-        _ => true,
     }
 }
 
