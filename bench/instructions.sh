@@ -45,6 +45,8 @@ done
 LOAD=$("$B" --load "$WORKLOAD" --connect "$ADDR" --secs "$SECS")
 kill $HOLD; wait $VG || true; rm -f "$FIFO"
 INSTR=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$LOG")
-REQS=$(echo "$LOAD" | sed -n 's/.*: \([0-9]*\) requests.*/\1/p' | head -1)
+# Divide by every request the server handled, the warm-up's too: the count
+# covers its whole life.
+REQS=$(echo "$LOAD" | sed -n 's/^with the warm-up: \([0-9]*\) requests.*/\1/p')
 echo "$LOAD"
 echo "$SERVER $APP $WORKLOAD: $((INSTR / REQS)) user-space instructions per request ($REQS requests)"

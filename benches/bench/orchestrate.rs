@@ -443,7 +443,7 @@ pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<
         | Workload::Client { .. }
         | Workload::More { .. } => {
             let mut load = Load::connect(w, Peer::Protoloop, addr).map_err(io)?;
-            load.run(Duration::from_millis(500)).map_err(io)?;
+            let warm = load.run(Duration::from_millis(500)).map_err(io)?;
             let p = load.run(secs).map_err(io)?;
             println!(
                 "{}: {} requests in {:.2} s = {:.0} req/s, p50 {:.1} us, p99 {:.1} us",
@@ -454,6 +454,9 @@ pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<
                 p.quantile_us(0.5),
                 p.quantile_us(0.99)
             );
+            // What the server handled in all, for a count over its whole
+            // life (bench/instructions.sh): the warm-up's requests too.
+            println!("with the warm-up: {} requests", warm.requests + p.requests);
         }
         Workload::Idle => {
             raise_nofile_limit();
