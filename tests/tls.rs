@@ -20,6 +20,8 @@ use rustls::{AlertDescription, CertificateError};
 mod abort;
 #[path = "tls/closing.rs"]
 mod closing;
+#[path = "tls/cork.rs"]
+mod cork;
 #[path = "tls/interop.rs"]
 mod interop;
 #[path = "tls/serving.rs"]

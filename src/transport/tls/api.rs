@@ -34,7 +34,7 @@ impl TransportImpl for TlsLayer {
             st.hs != Hs::Done
         };
         if !handshaking {
-            self.flush_output();
+            self.flush_soon(data.len());
         }
         self.check_flow();
         Ok(())
@@ -159,7 +159,7 @@ impl TransportImpl for TlsLayer {
 
     fn get_write_buffer_size(&self) -> usize {
         let below = self.lower().map(|l| l.get_write_buffer_size()).unwrap_or(0);
-        self.session.borrow().queued_len() + below
+        self.held_len() + below
     }
 
     fn peer_addr(&self) -> Option<SocketAddress> {

@@ -18,12 +18,19 @@ impl TlsLayer {
         if self.st.borrow().lost {
             return;
         }
+        // What rustls answers (handshake records, tickets) and what the
+        // user writes back from data_received leave together, at the end.
+        let _cork = self.cork();
+        // Plaintext written during the handshake is released to rustls
+        // when it completes: it counts against the cork's limit.
+        let early = self.session.borrow().queued_len();
         let r = {
             let mut st = self.st.borrow_mut();
             let mut sess = self.session.borrow_mut();
             sess.receive(data, &mut st.plain_in)
         };
-        self.flush_output();
+        let released = early.saturating_sub(self.session.borrow().queued_len());
+        self.flush_soon(released);
         if r.handshake_completed {
             self.handshake_completed();
         }
@@ -44,8 +51,9 @@ impl TlsLayer {
         // asked; a pause asked for meanwhile takes effect now, or the
         // peer's data would pile up in `plain_in` unread.
         self.update_reading();
-        // The plaintext held during the handshake was released to rustls.
-        self.flush_output();
+        // The plaintext held during the handshake was released to rustls
+        // (and counted by on_ciphertext's flush).
+        self.flush_soon(0);
         let connect = {
             let mut st = self.st.borrow_mut();
             let c = st.connect_on_handshake && !st.closing && !st.lost;

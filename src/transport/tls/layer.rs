@@ -22,7 +22,7 @@
 //! The user's protocol is only ever called with no borrow of the layer's
 //! cells held, so it may call any transport method from any callback.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -111,6 +111,34 @@ pub(crate) struct TlsLayer {
     pub(super) lower: RefCell<Option<Transport>>,
     pub(super) user: RefCell<Option<Rc<RefCell<dyn Protocol>>>>,
     timeouts: TlsTimeouts,
+    /// Ciphertext from below is being handled (`on_ciphertext`): the
+    /// records made meanwhile (session tickets, the user's replies from
+    /// `data_received`) wait for its end and leave in one write.
+    pub(super) corked: Cell<bool>,
+    /// A flush was put off by the cork.
+    pub(super) flush_held: Cell<bool>,
+    /// Plaintext bytes in the records the cork holds: counted as buffered
+    /// for flow control, and capped at [`CORK_LIMIT`].
+    pub(super) held: Cell<usize>,
+}
+
+/// The most plaintext the cork holds back: a reply or two. Bigger writes
+/// go out at once, as without the cork, so a protocol writing until its
+/// buffer fills sees the kernel push back as before.
+const CORK_LIMIT: usize = 16 * 1024;
+
+/// See [`TlsLayer::cork`]. Unwinding (a panic that escaped a guard) uncorks
+/// too, so later writes are never held for ever.
+pub(super) struct Cork<'a>(&'a TlsLayer);
+
+impl Drop for Cork<'_> {
+    fn drop(&mut self) {
+        self.0.corked.set(false);
+        if self.0.flush_held.take() {
+            self.0.flush_output();
+            self.0.check_flow();
+        }
+    }
 }
 
 /// The protocol the stream transport below sees: forwards to the layer
@@ -159,6 +187,9 @@ impl TlsLayer {
             lower: RefCell::new(None),
             user: RefCell::new(Some(user)),
             timeouts,
+            corked: Cell::new(false),
+            flush_held: Cell::new(false),
+            held: Cell::new(0),
         })
     }
 
@@ -326,6 +357,9 @@ impl TlsLayer {
     /// first cost an allocation and a copy of every record, which
     /// tokio-rustls (writing the records to the socket) does not pay.
     pub(super) fn flush_output(&self) {
+        // Everything rustls holds leaves now, what the cork held first.
+        self.flush_held.set(false);
+        self.held.set(0);
         let mut session = self.session.borrow_mut();
         let sent = match self.lower() {
             // The stream never calls back into us from `write`, so the
@@ -338,6 +372,36 @@ impl TlsLayer {
             // the way) or gone: drop what it would not take.
             while session.take_output().is_some() {}
         }
+    }
+
+    /// [`flush_output`](Self::flush_output), or put off to the end of the
+    /// `on_ciphertext` under way while the cork holds no more than
+    /// [`CORK_LIMIT`] of plaintext (`plaintext` is what this flush adds).
+    /// Whatever flushes first sends everything rustls holds, in order, so
+    /// only the number of writes changes.
+    pub(super) fn flush_soon(&self, plaintext: usize) {
+        if self.corked.get() {
+            let held = self.held.get() + plaintext;
+            if held <= CORK_LIMIT {
+                self.held.set(held);
+                self.flush_held.set(true);
+                return;
+            }
+        }
+        self.flush_output();
+    }
+
+    /// Plaintext waiting to be sent inside the layer: held for the
+    /// handshake, or in records the cork holds.
+    pub(super) fn held_len(&self) -> usize {
+        self.session.borrow().queued_len() + self.held.get()
+    }
+
+    /// Hold the flushes asked for until the guard drops, which sends what
+    /// was held (and re-checks flow control, which cannot see records still
+    /// in rustls). `None` when already corked: the outer guard flushes.
+    pub(super) fn cork(&self) -> Option<Cork<'_>> {
+        (!self.corked.replace(true)).then_some(Cork(self))
     }
 
     /// Pause or resume the stream below to match what the layer needs.
@@ -358,11 +422,12 @@ impl TlsLayer {
     }
 
     /// Tell the user to pause or resume writing when the plaintext held
-    /// for the handshake plus the ciphertext below crosses a water mark.
+    /// (for the handshake, or by the cork) plus the ciphertext below
+    /// crosses a water mark.
     /// The calls are scheduled, so they keep their order and pair up.
     pub(super) fn check_flow(&self) {
         let below = self.lower().map(|l| l.get_write_buffer_size()).unwrap_or(0);
-        let total = self.session.borrow().queued_len() + below;
+        let total = self.held_len() + below;
         let pause = {
             let mut st = self.st.borrow_mut();
             if st.lost || !st.user_connected {
@@ -440,6 +505,8 @@ impl TlsLayer {
             st.shutdown = Shutdown::Lower;
         }
         self.start_shutdown_timer();
+        // Records held by the cork go before the stream's close.
+        self.flush_output();
         if let Some(l) = self.lower() {
             l.close();
         }
