@@ -3,6 +3,15 @@
 //! graceful close, abort, callback order), with the "kernel" replaced by
 //! the peer end's receive queue.
 //!
+//! # Closing the loop
+//!
+//! An end has no source, but it takes a place in the reactor all the
+//! same, holding it weakly, so that the loop tells it when it closes, as
+//! it tells a socket: until its `connection_lost` has run, its protocol may
+//! keep its handle, and a close deadline's timer holds it. Closing the loop
+//! then drops the buffers, the timer and the protocol, without
+//! `connection_lost`.
+//!
 //! Bytes written go straight into the peer's receive queue while it has
 //! room (its capacity) and at most `max_write` per kernel write; the rest
 //! waits in this end's write buffer and is flushed on a later iteration,
@@ -15,11 +24,13 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mio::Token;
 
 use super::{Chunker, EndOptions};
 use crate::error::Result;
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{IoHandler, Ready};
 use crate::time::TimerHandle;
 use crate::transport::buffer::Flow;
 use crate::transport::close_deadline::{self, CloseDeadline};
@@ -62,6 +73,23 @@ pub(crate) struct MemoryTransport {
     /// The side's name for messages ("a" or "b").
     name: &'static str,
     started: Cell<bool>,
+    /// This end's place in the reactor (see the module docs), until its
+    /// `connection_lost` has run.
+    closer: Cell<Option<Token>>,
+}
+
+/// What the reactor holds for an in-memory end: told when the loop
+/// closes, never of any readiness (there is no source).
+struct LoopCloser(Weak<MemoryTransport>);
+
+impl IoHandler for LoopCloser {
+    fn ready(self: Rc<Self>, _ready: Ready) {}
+
+    fn loop_closed(&self) {
+        if let Some(t) = self.0.upgrade() {
+            t.loop_closed();
+        }
+    }
 }
 
 impl MemoryTransport {
@@ -90,7 +118,38 @@ impl MemoryTransport {
             }),
             name,
             started: Cell::new(false),
+            closer: Cell::new(
+                (!handle.is_closed())
+                    .then(|| handle.inner.reactor.insert(Rc::new(LoopCloser(me.clone())))),
+            ),
         })
+    }
+
+    /// Leave the reactor: nothing is left for a closing loop to release.
+    fn forget_closer(&self) {
+        if let Some(token) = self.closer.take() {
+            self.handle.inner.reactor.forget(token);
+        }
+    }
+
+    /// The loop closed: no callback can run any more, so no
+    /// `connection_lost`. Drop what only the loop could: the buffers, the
+    /// close deadline's timer (it holds this end), and the protocol (it
+    /// usually keeps this end's handle). The reactor has dropped its
+    /// entries already.
+    fn loop_closed(&self) {
+        self.closer.take();
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.core.lost = true;
+            st.core.closing.get_or_insert(CloseKind::Local);
+            st.core.wbuf.clear();
+            st.rx.clear();
+            st.core.close_timer.take()
+        };
+        drop(timer);
+        let proto = self.protocol.borrow_mut().take();
+        drop(proto);
     }
 
     pub(crate) fn link(a: &Rc<MemoryTransport>, b: &Rc<MemoryTransport>) {
@@ -227,6 +286,7 @@ impl MemoryTransport {
             // Break the transport <-> protocol cycle.
             let proto = me.protocol.borrow_mut().take();
             drop(proto);
+            me.forget_closer();
         });
     }
 }
@@ -337,5 +397,11 @@ impl TransportImpl for MemoryTransport {
 
     fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
         self.protocol.borrow().clone()
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        self.forget_closer();
     }
 }
