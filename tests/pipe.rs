@@ -594,3 +594,28 @@ fn stdin_and_stdout_as_pipe_transports() {
     assert_eq!(&out[start..end], big.to_ascii_uppercase().as_slice());
     assert_eq!(&out[end..end + 2], b">>");
 }
+
+/// Pipes closed just before their loop: `connection_lost` was scheduled,
+/// then dropped unrun with the loop. The protocols, which keep their
+/// transports, are dropped all the same.
+#[test]
+fn pipes_closed_just_before_their_loop_still_drop_their_protocols() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_r, w) = os_pipe();
+    let (wt, wlog, _) = connect_write(&h, w);
+    let (r, _w) = os_pipe();
+    let (rt, rlog, _) = connect_read(&h, r);
+    let protocols = [&wt, &rt].map(|t| Rc::downgrade(&t.get_protocol().unwrap()));
+    wt.close();
+    rt.abort();
+    drop((wt, rt, h));
+    drop(lp);
+    assert!(
+        protocols.iter().all(|p| p.upgrade().is_none()),
+        "a protocol outlived its loop"
+    );
+    for log in [wlog, rlog] {
+        assert_eq!(*log.borrow(), [Ev::Made], "a callback on a closed loop");
+    }
+}

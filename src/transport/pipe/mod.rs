@@ -300,11 +300,14 @@ pub(crate) trait PipeTransport: TransportImpl + Sized + 'static {
     /// is dropped.
     fn release_and_report(&self, reason: CloseReason) {
         self.end().release();
-        let me = self.rc();
-        self.end().handle.call_soon(move || {
-            me.call("connection_lost", |p| p.connection_lost(reason));
-            me.end().protocol.clear();
-        });
+        invoke::schedule_lost(
+            &self.end().handle,
+            self.rc(),
+            move |me| {
+                me.call("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| me.end().protocol.clear(),
+        );
     }
 }
 
