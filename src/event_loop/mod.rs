@@ -746,9 +746,9 @@ pub struct LoopStats {
     /// Timers in the heap (cancelled ones not yet dropped included).
     pub timers: usize,
     /// Registered I/O sources. An in-memory end
-    /// ([`testing::pair`](crate::testing::pair)) counts as one until its
-    /// `connection_lost` has run: it is told when the loop closes, as a
-    /// socket is.
+    /// ([`testing::pair`](crate::testing::pair)) counts as one while its
+    /// connection is open: it is told when the loop closes, as a socket
+    /// is.
     pub sources: usize,
 }
 

@@ -356,3 +356,30 @@ fn closing_the_loop_releases_both_ends_of_an_open_pair() {
     assert!(pb.upgrade().is_none(), "b's protocol outlived its loop");
     assert!(!lost.get(), "connection_lost on a closed loop");
 }
+
+/// Ends closed just before their loop: `connection_lost` was scheduled,
+/// then dropped unrun with the loop. The protocols, which keep their
+/// transports, are dropped all the same.
+#[test]
+fn ends_closed_just_before_their_loop_still_drop_their_protocols() {
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    let lost = Rc::new(Cell::new(0));
+    let peer = || {
+        let l = lost.clone();
+        Peer::new().on_lost(move || l.set(l.get() + 1))
+    };
+    let (a, b) = pair(&h, peer(), peer());
+    assert_eq!(h.stats().sources, 2, "open ends hear of the loop's close");
+    a.transport().abort();
+    b.transport().close();
+    assert_eq!(h.stats().sources, 0, "ends whose connection is over do not");
+    let protocols = [a.protocol().rc(), b.protocol().rc()].map(Rc::downgrade);
+    drop(lp);
+    drop((a, b));
+    assert!(
+        protocols.iter().all(|p| p.upgrade().is_none()),
+        "a protocol outlived its loop"
+    );
+    assert_eq!(lost.get(), 0, "connection_lost on a closed loop");
+}

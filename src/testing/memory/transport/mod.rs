@@ -3,20 +3,22 @@
 //! graceful close, abort, callback order), with the "kernel" replaced by
 //! the peer end's receive queue.
 //!
-//! # Closing the loop
-//!
-//! An end has no source, but it takes a place in the reactor all the
-//! same, holding it weakly, so that the loop tells it when it closes, as
-//! it tells a socket: until its `connection_lost` has run, its protocol may
-//! keep its handle, and a close deadline's timer holds it. Closing the loop
-//! then drops the buffers, the timer and the protocol, without
-//! `connection_lost`.
-//!
 //! Bytes written go straight into the peer's receive queue while it has
 //! room (its capacity) and at most `max_write` per kernel write; the rest
 //! waits in this end's write buffer and is flushed on a later iteration,
 //! when the peer has taken data out of its queue. A FIN or a reset joins
 //! the peer's queue behind the data already there.
+//!
+//! # Closing the loop
+//!
+//! An end has no source, but while its connection is open it takes a
+//! place in the reactor all the same, holding itself weakly, so that the
+//! loop tells it when it closes, as it tells a socket: its protocol may
+//! keep its handle, and a close deadline's timer holds it. Closing the
+//! loop then drops the buffers, the timer and the protocol, without
+//! `connection_lost`. Once the connection is over the end leaves the
+//! reactor, and its protocol is dropped after `connection_lost`, or
+//! without it if the loop is closed first.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::io;
@@ -73,8 +75,8 @@ pub(crate) struct MemoryTransport {
     /// The side's name for messages ("a" or "b").
     name: &'static str,
     started: Cell<bool>,
-    /// This end's place in the reactor (see the module docs), until its
-    /// `connection_lost` has run.
+    /// This end's place in the reactor (see the module docs) while its
+    /// connection is open.
     closer: Cell<Option<Token>>,
 }
 
@@ -280,14 +282,18 @@ impl MemoryTransport {
             // socket: its flush finds the reset.
             p.schedule_flush();
         }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call_protocol("connection_lost", |p| p.connection_lost(reason));
-            // Break the transport <-> protocol cycle.
-            let proto = me.protocol.borrow_mut().take();
-            drop(proto);
-            me.forget_closer();
-        });
+        self.forget_closer();
+        invoke::schedule_lost(
+            &self.handle,
+            self.rc(),
+            move |me| {
+                me.call_protocol("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| {
+                let proto = me.protocol.borrow_mut().take();
+                drop(proto);
+            },
+        );
     }
 }
 
