@@ -44,7 +44,8 @@ pub(crate) struct Ready {
     pub write_closed: bool,
 }
 
-/// Something registered with the reactor.
+/// Something registered with the reactor. A handler without a source
+/// (an in-memory end) hears only `loop_closed`.
 pub(crate) trait IoHandler {
     /// Called with each readiness event for the handler's token.
     fn ready(self: Rc<Self>, ready: Ready);

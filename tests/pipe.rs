@@ -441,6 +441,98 @@ fn connecting_on_a_closed_loop_is_an_error() {
     assert!(matches!(e, Error::LoopClosed), "{e}");
 }
 
+/// What `r` gives without blocking: the byte count, and whether it ended
+/// in EOF (every writer gone) rather than "would block".
+fn drain_without_blocking(r: OwnedFd) -> (usize, bool) {
+    rustix::fs::fcntl_setfl(&r, rustix::fs::OFlags::NONBLOCK).unwrap();
+    let mut f = std::fs::File::from(r);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return (total, true),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return (total, false),
+            Err(e) => panic!("reading the pipe: {e}"),
+        }
+    }
+}
+
+/// A write pipe open when its loop is closed: the protocol keeps its
+/// transport and a close deadline is armed (its timer holds the
+/// transport), two cycles only the loop can break. Closing the loop
+/// closes the descriptor, so the reader gets EOF rather than "would
+/// block", and drops the protocol and the transport, without
+/// `connection_lost` (no callback runs on a closed loop).
+#[test]
+fn closing_the_loop_closes_a_write_pipe_and_drops_its_protocol() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (r, w) = os_pipe();
+    let (rec, log, _lost) = Rec::new(&h);
+    let (t, p) = h.connect_write_pipe(move || rec, w).unwrap();
+    let protocol = Rc::downgrade(p.rc());
+    let transport = Rc::downgrade(t.inner());
+    drop(p);
+    // More than the pipe holds: the rest waits in the buffer, so the
+    // close waits too, under its deadline.
+    t.write(&vec![7u8; 1 << 20]).unwrap();
+    assert!(t.get_write_buffer_size() > 0);
+    t.close_with_deadline(Duration::from_secs(3600));
+    lp.close().unwrap();
+    drop(t);
+    drop(h);
+    drop(lp);
+    let (read, eof) = drain_without_blocking(r);
+    assert!(
+        read > 0,
+        "what the pipe took before the close is still there"
+    );
+    assert!(eof, "the write end is still open after its loop was closed");
+    assert!(
+        protocol.upgrade().is_none(),
+        "the protocol outlived its loop"
+    );
+    assert!(
+        transport.upgrade().is_none(),
+        "the transport outlived its loop"
+    );
+    assert!(
+        !log.borrow().iter().any(|e| matches!(e, Ev::Lost(_))),
+        "connection_lost on a closed loop: {:?}",
+        log.borrow()
+    );
+}
+
+/// The read end: dropping the loop closes the descriptor (the writer gets
+/// a broken pipe rather than a reader that never reads) and drops the
+/// protocol that kept its transport.
+#[test]
+fn dropping_the_loop_closes_a_read_pipe_and_drops_its_protocol() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (r, w) = os_pipe();
+    let (rec, _log, _lost) = Rec::new(&h);
+    let (t, p) = h.connect_read_pipe(move || rec, r).unwrap();
+    let protocol = Rc::downgrade(p.rc());
+    let transport = Rc::downgrade(t.inner());
+    drop((t, p, h));
+    drop(lp);
+    match std::fs::File::from(w).write(b"x") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => panic!("the read end is still open after its loop was dropped: {other:?}"),
+    }
+    assert!(
+        protocol.upgrade().is_none(),
+        "the protocol outlived its loop"
+    );
+    assert!(
+        transport.upgrade().is_none(),
+        "the transport outlived its loop"
+    );
+}
+
 /// The child side of the next test: stdin through a read pipe transport,
 /// upper-cased, out through a write pipe transport on stdout, framed by
 /// `<<` `>>` so the parent can find it among the test harness's lines.
@@ -501,4 +593,29 @@ fn stdin_and_stdout_as_pipe_transports() {
     let end = start + big.len();
     assert_eq!(&out[start..end], big.to_ascii_uppercase().as_slice());
     assert_eq!(&out[end..end + 2], b">>");
+}
+
+/// Pipes closed just before their loop: `connection_lost` was scheduled,
+/// then dropped unrun with the loop. The protocols, which keep their
+/// transports, are dropped all the same.
+#[test]
+fn pipes_closed_just_before_their_loop_still_drop_their_protocols() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (_r, w) = os_pipe();
+    let (wt, wlog, _) = connect_write(&h, w);
+    let (r, _w) = os_pipe();
+    let (rt, rlog, _) = connect_read(&h, r);
+    let protocols = [&wt, &rt].map(|t| Rc::downgrade(&t.get_protocol().unwrap()));
+    wt.close();
+    rt.abort();
+    drop((wt, rt, h));
+    drop(lp);
+    assert!(
+        protocols.iter().all(|p| p.upgrade().is_none()),
+        "a protocol outlived its loop"
+    );
+    for log in [wlog, rlog] {
+        assert_eq!(*log.borrow(), [Ev::Made], "a callback on a closed loop");
+    }
 }

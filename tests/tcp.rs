@@ -570,3 +570,22 @@ fn closing_the_loop_closes_its_connections() {
         }
     }
 }
+
+/// A connection closed just before its loop: `connection_lost` was
+/// scheduled, then dropped unrun with the loop. The protocol, which keeps
+/// its transport, is dropped all the same.
+#[test]
+fn a_connection_closed_just_before_its_loop_still_drops_its_protocol() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (ours, _peer) = common::socket_pair();
+    let (t, p) = h.connect_accepted_socket(Echo::default(), ours).unwrap();
+    let protocol = Rc::downgrade(p.rc());
+    t.close();
+    drop((t, p, h));
+    drop(lp);
+    assert!(
+        protocol.upgrade().is_none(),
+        "the protocol outlived its loop"
+    );
+}

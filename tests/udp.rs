@@ -689,3 +689,24 @@ fn closing_the_loop_closes_its_endpoints() {
     drop(lp);
     UdpSocket::bind(addr).expect("the port is free once the loop is gone");
 }
+
+/// An endpoint closed just before its loop: `connection_lost` was
+/// scheduled, then dropped unrun with the loop. The protocol, which keeps
+/// its transport, is dropped all the same.
+#[test]
+fn an_endpoint_closed_just_before_its_loop_still_drops_its_protocol() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let h2 = h.clone();
+    let (t, p) = run(&lp, DEADLINE, async move {
+        recorder(&h2, local("127.0.0.1:0")).await
+    });
+    let protocol = Rc::downgrade(p.rc());
+    t.close();
+    drop((t, p, h));
+    drop(lp);
+    assert!(
+        protocol.upgrade().is_none(),
+        "the protocol outlived its loop"
+    );
+}

@@ -745,7 +745,10 @@ pub struct LoopStats {
     pub ready: usize,
     /// Timers in the heap (cancelled ones not yet dropped included).
     pub timers: usize,
-    /// Registered I/O sources.
+    /// Registered I/O sources. An in-memory end
+    /// ([`testing::pair`](crate::testing::pair)) counts as one while its
+    /// connection is open: it is told when the loop closes, as a socket
+    /// is.
     pub sources: usize,
 }
 

@@ -17,6 +17,9 @@
 //!   callback (see `Handle::guard_with`).
 //! - A write queue's flow change ([`schedule_flow`]) reaches the protocol
 //!   on the loop, never from inside the transport method that caused it.
+//! - After `connection_lost` ([`schedule_lost`]) the transport drops its
+//!   protocol, and drops it all the same if the loop is closed before the
+//!   call could run.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -102,6 +105,31 @@ pub(crate) fn schedule_flow<T: ?Sized + 'static, P: WriteFlow + ?Sized + 'static
     let me = me();
     handle.call_soon(move || {
         call(&me, what, callback);
+    });
+}
+
+/// Schedule `connection_lost` on the loop: `lost(me)` makes the call,
+/// then `release(me)` drops the protocol, breaking the transport <->
+/// protocol cycle. `release` runs even if `lost` never does: a loop
+/// closed first drops the call unrun, and the transport, already gone
+/// from the reactor, would not hear of the close otherwise.
+pub(crate) fn schedule_lost<T: 'static>(
+    handle: &Handle,
+    me: Rc<T>,
+    lost: impl FnOnce(&T) + 'static,
+    release: fn(&T),
+) {
+    /// Runs `release` when dropped, whether the call ran or not.
+    struct Release<T>(Rc<T>, fn(&T));
+    impl<T> Drop for Release<T> {
+        fn drop(&mut self) {
+            (self.1)(&self.0);
+        }
+    }
+    let me = Release(me, release);
+    handle.call_soon(move || {
+        lost(&me.0);
+        drop(me);
     });
 }
 

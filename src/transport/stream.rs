@@ -472,13 +472,17 @@ impl<S: StreamSocket> StreamTransport<S> {
         if let Some(hook) = hook {
             hook();
         }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call_protocol("connection_lost", |p| p.connection_lost(reason));
-            // Break the transport <-> protocol cycle.
-            let proto = me.protocol.borrow_mut().take();
-            drop(proto);
-        });
+        invoke::schedule_lost(
+            &self.handle,
+            self.rc(),
+            move |me| {
+                me.call_protocol("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| {
+                let proto = me.protocol.borrow_mut().take();
+                drop(proto);
+            },
+        );
     }
 
     fn flush(self: &Rc<Self>) {

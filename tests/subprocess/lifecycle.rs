@@ -102,6 +102,58 @@ fn closing_the_loop_kills_and_reaps_a_kill_on_drop_child() {
     }
 }
 
+/// Keeps the child's stdin transport, as a protocol that feeds the child
+/// would: a cycle (protocol, stdin pipe, the process state, protocol)
+/// that only the loop can break.
+struct KeepsStdin(Option<protoloop::Transport>);
+
+impl SubprocessProtocol for KeepsStdin {
+    fn connection_made(&mut self, t: SubprocessTransport) {
+        self.0 = t.get_pipe_transport(0);
+    }
+    fn pipe_data_received(&mut self, _fd: i32, _data: &[u8]) {}
+}
+
+/// Closing the loop closes a running child's pipes even when the protocol
+/// keeps one: `cat` reads EOF on its stdin and exits, the background
+/// thread reaps it, and the protocol is dropped. (Before, the stdin pipe
+/// stayed open for good and `cat` with it.)
+#[test]
+fn closing_the_loop_closes_a_childs_pipes_though_the_protocol_keeps_one() {
+    let lp = EventLoop::new().unwrap();
+    let h = lp.handle();
+    let (t, p) = h
+        .subprocess_exec(
+            || checked(KeepsStdin(None)),
+            "cat",
+            std::iter::empty::<&str>(),
+            SubprocessOptions::default(),
+        )
+        .unwrap();
+    let pid = t.pid();
+    assert!(p.with(|p| p.0.is_some()), "the protocol keeps stdin");
+    let protocol = Rc::downgrade(p.rc());
+    drop((t, p, h));
+    lp.close().unwrap();
+    // It may be a zombie for a moment, until the reaper thread gets to it.
+    let start = std::time::Instant::now();
+    while std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+        if start.elapsed() > DEADLINE {
+            // Still running, so never reaped: the pid is still our child's.
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+            panic!("cat {pid} still runs: its stdin was not closed with the loop");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        protocol.upgrade().is_none(),
+        "the protocol outlived its loop"
+    );
+}
+
 #[test]
 fn close_kills_a_running_child_and_still_ends() {
     let lp = EventLoop::new().unwrap();

@@ -2,7 +2,7 @@
 //! errors, failing writes, panics, close deadlines, and a peer that goes
 //! away under a blocked writer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
@@ -306,4 +306,80 @@ fn a_writer_stuck_behind_a_peer_that_closes_unread_is_not_stuck() {
     lp.run_until_idle().unwrap();
     checker.assert_finished();
     assert!(is_peer_reset(&c.protocol().with(|p| p.reason.clone())));
+}
+
+/// Keeps nothing: not its transport.
+struct Forgetful;
+impl Protocol for Forgetful {
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+/// A pair still open when its loop is closed: end `a` has a close
+/// deadline armed (its timer holds `a`'s transport) and a protocol that
+/// keeps nothing; end `b`'s protocol keeps its transport. Both are cycles
+/// only the loop can break, and closing it releases both ends, as it does
+/// a socket, without `connection_lost` (no callback runs on a closed
+/// loop).
+#[test]
+fn closing_the_loop_releases_both_ends_of_an_open_pair() {
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    let lost = Rc::new(Cell::new(false));
+    let l = lost.clone();
+    let (a, b) = pair_with(
+        &h,
+        Forgetful,
+        Peer::new()
+            .on_made(|t| t.pause_reading())
+            .on_lost(move || l.set(true)),
+        EndOptions::default().capacity(10),
+    );
+    a.transport().write(&payload(50)).unwrap();
+    a.transport().close_with_deadline(Duration::from_secs(30));
+    lp.run_until_idle().unwrap();
+    assert!(!a.is_lost(), "the close waits for the paused reader");
+    assert_eq!(h.stats().timers, 1, "the deadline is armed");
+    let (ta, pa) = (
+        Rc::downgrade(a.transport().inner()),
+        Rc::downgrade(a.protocol().rc()),
+    );
+    let (tb, pb) = (
+        Rc::downgrade(b.transport().inner()),
+        Rc::downgrade(b.protocol().rc()),
+    );
+    lp.close().unwrap();
+    drop((a, b));
+    assert_eq!(h.stats().timers, 0, "a timer outlived the close");
+    assert!(ta.upgrade().is_none(), "a's transport outlived its loop");
+    assert!(pa.upgrade().is_none(), "a's protocol outlived its loop");
+    assert!(tb.upgrade().is_none(), "b's transport outlived its loop");
+    assert!(pb.upgrade().is_none(), "b's protocol outlived its loop");
+    assert!(!lost.get(), "connection_lost on a closed loop");
+}
+
+/// Ends closed just before their loop: `connection_lost` was scheduled,
+/// then dropped unrun with the loop. The protocols, which keep their
+/// transports, are dropped all the same.
+#[test]
+fn ends_closed_just_before_their_loop_still_drop_their_protocols() {
+    let lp = EventLoop::new_virtual().unwrap();
+    let h = lp.handle();
+    let lost = Rc::new(Cell::new(0));
+    let peer = || {
+        let l = lost.clone();
+        Peer::new().on_lost(move || l.set(l.get() + 1))
+    };
+    let (a, b) = pair(&h, peer(), peer());
+    assert_eq!(h.stats().sources, 2, "open ends hear of the loop's close");
+    a.transport().abort();
+    b.transport().close();
+    assert_eq!(h.stats().sources, 0, "ends whose connection is over do not");
+    let protocols = [a.protocol().rc(), b.protocol().rc()].map(Rc::downgrade);
+    drop(lp);
+    drop((a, b));
+    assert!(
+        protocols.iter().all(|p| p.upgrade().is_none()),
+        "a protocol outlived its loop"
+    );
+    assert_eq!(lost.get(), 0, "connection_lost on a closed loop");
 }

@@ -362,12 +362,17 @@ impl<S: DatagramSocket> DatagramEndpoint<S> {
             }
             drop(sock);
         }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call_protocol("connection_lost", |p| p.connection_lost(reason));
-            let proto = me.protocol.borrow_mut().take();
-            drop(proto);
-        });
+        invoke::schedule_lost(
+            &self.handle,
+            self.rc(),
+            move |me| {
+                me.call_protocol("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| {
+                let proto = me.protocol.borrow_mut().take();
+                drop(proto);
+            },
+        );
     }
 
     fn is_closing(&self) -> bool {

@@ -36,6 +36,16 @@
 //! after `close` fail with [`Error::Closed`].
 //! `data_received` is never called on a write pipe.
 //!
+//! # Closing the loop
+//!
+//! A pipe still open when its loop is closed (or dropped) is closed
+//! there and then, as a socket is: the descriptor is closed, so a reader
+//! at the other end sees EOF and a writer a broken pipe; whatever the
+//! write end still had buffered is dropped, with its close deadline if one
+//! was armed; and the protocol is dropped without `connection_lost`, since
+//! no callback runs on a closed loop. The protocol may keep its
+//! [`Transport`]: that cycle is broken then.
+//!
 //! On either end, `Transport::extra("fd")` gives the raw descriptor (an
 //! `i32`) while the transport is open.
 //!
@@ -218,6 +228,17 @@ impl<E: Source> PipeEnd<E> {
         }
     }
 
+    /// The loop closed: close the descriptor and drop the protocol, which
+    /// usually keeps this transport's handle. The reactor has already
+    /// dropped every registration, and a closed descriptor leaves epoll by
+    /// itself, so there is nothing to deregister.
+    fn loop_closed(&self) {
+        self.token.take();
+        let pipe = self.pipe.borrow_mut().take();
+        drop(pipe);
+        self.protocol.clear();
+    }
+
     /// `set_protocol`: refused once the transport is gone and its protocol
     /// dropped, so that no callback can reach the new one.
     fn set_protocol(&self, lost: bool, protocol: Rc<RefCell<dyn Protocol>>) {
@@ -279,11 +300,14 @@ pub(crate) trait PipeTransport: TransportImpl + Sized + 'static {
     /// is dropped.
     fn release_and_report(&self, reason: CloseReason) {
         self.end().release();
-        let me = self.rc();
-        self.end().handle.call_soon(move || {
-            me.call("connection_lost", |p| p.connection_lost(reason));
-            me.end().protocol.clear();
-        });
+        invoke::schedule_lost(
+            &self.end().handle,
+            self.rc(),
+            move |me| {
+                me.call("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| me.end().protocol.clear(),
+        );
     }
 }
 

@@ -153,6 +153,12 @@ impl IoHandler for ReadPipe {
             self.read_ready();
         }
     }
+
+    fn loop_closed(&self) {
+        // No callback can run any more, so no connection_lost.
+        self.st.borrow_mut().lost = true;
+        self.end.loop_closed();
+    }
 }
 
 impl TransportImpl for ReadPipe {

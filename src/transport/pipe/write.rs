@@ -232,6 +232,21 @@ impl IoHandler for WritePipe {
             self.flush();
         }
     }
+
+    fn loop_closed(&self) {
+        // No callback can run any more, so no connection_lost, and nothing
+        // will flush: drop the buffer, and the close deadline's timer,
+        // which holds this transport.
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.lost = true;
+            st.closing = true;
+            st.wbuf.clear();
+            st.close_timer.take()
+        };
+        drop(timer);
+        self.end.loop_closed();
+    }
 }
 
 impl CloseDeadline for WritePipe {

@@ -8,13 +8,16 @@
 //! reactor slab ──> exit watcher ───────────────────> Core
 //! owner handle (from subprocess_exec) ─────────────> Core
 //! user protocol ──> handle from connection_made ··> Core   (weak)
+//! user protocol ──> pipe transport (get_pipe_transport), if it keeps one
 //! Core ··> pipe transports                                  (weak)
 //! ```
 //!
 //! So the core lives while the child runs, while a pipe is open, or while
 //! the user holds the owner handle, and no cycle outlives the loop: when
-//! the loop closes, the slab is cleared and the core is dropped, which
-//! hands a still-running child to a reaper thread (see `watch`).
+//! the loop closes, each pipe drops its `PipeProto` (breaking the cycle
+//! through a pipe transport the user protocol kept), the slab is cleared,
+//! and the core is dropped, which hands a still-running child to a reaper
+//! thread (see `watch`).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;

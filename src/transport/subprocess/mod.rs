@@ -36,6 +36,19 @@
 //! asyncio does. Children are always reaped, even if every handle is
 //! dropped or the loop is closed first (then a background thread does it).
 //!
+//! # Closing the loop
+//!
+//! A child still running when its loop is closed is left running, as
+//! asyncio leaves it (with a `ResourceWarning`), but nothing of it is kept
+//! open: its pipes are closed with the loop, like any pipe (see
+//! [`pipe`](crate::transport::pipe)), so it reads EOF on its stdin and
+//! writing to its stdout or stderr gets it `SIGPIPE` or `EPIPE`, even if
+//! the protocol kept a pipe's transport. No callback comes any more; the
+//! protocol is dropped with the process state once no owner handle is
+//! left, and then the child is killed if it was started with
+//! [`SubprocessOptions::kill_on_drop`] and reaped by a background thread
+//! when it exits.
+//!
 //! # Spawning
 //!
 //! Spawning (`fork`/`exec` through `std::process::Command`) happens on the

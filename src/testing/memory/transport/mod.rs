@@ -8,6 +8,17 @@
 //! waits in this end's write buffer and is flushed on a later iteration,
 //! when the peer has taken data out of its queue. A FIN or a reset joins
 //! the peer's queue behind the data already there.
+//!
+//! # Closing the loop
+//!
+//! An end has no source, but while its connection is open it takes a
+//! place in the reactor all the same, holding itself weakly, so that the
+//! loop tells it when it closes, as it tells a socket: its protocol may
+//! keep its handle, and a close deadline's timer holds it. Closing the
+//! loop then drops the buffers, the timer and the protocol, without
+//! `connection_lost`. Once the connection is over the end leaves the
+//! reactor, and its protocol is dropped after `connection_lost`, or
+//! without it if the loop is closed first.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::io;
@@ -15,11 +26,13 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mio::Token;
 
 use super::{Chunker, EndOptions};
 use crate::error::Result;
 use crate::event_loop::Handle;
 use crate::protocol::{CloseReason, Protocol};
+use crate::reactor::{IoHandler, Ready};
 use crate::time::TimerHandle;
 use crate::transport::buffer::Flow;
 use crate::transport::close_deadline::{self, CloseDeadline};
@@ -62,6 +75,23 @@ pub(crate) struct MemoryTransport {
     /// The side's name for messages ("a" or "b").
     name: &'static str,
     started: Cell<bool>,
+    /// This end's place in the reactor (see the module docs) while its
+    /// connection is open.
+    closer: Cell<Option<Token>>,
+}
+
+/// What the reactor holds for an in-memory end: told when the loop
+/// closes, never of any readiness (there is no source).
+struct LoopCloser(Weak<MemoryTransport>);
+
+impl IoHandler for LoopCloser {
+    fn ready(self: Rc<Self>, _ready: Ready) {}
+
+    fn loop_closed(&self) {
+        if let Some(t) = self.0.upgrade() {
+            t.loop_closed();
+        }
+    }
 }
 
 impl MemoryTransport {
@@ -90,7 +120,38 @@ impl MemoryTransport {
             }),
             name,
             started: Cell::new(false),
+            closer: Cell::new(
+                (!handle.is_closed())
+                    .then(|| handle.inner.reactor.insert(Rc::new(LoopCloser(me.clone())))),
+            ),
         })
+    }
+
+    /// Leave the reactor: nothing is left for a closing loop to release.
+    fn forget_closer(&self) {
+        if let Some(token) = self.closer.take() {
+            self.handle.inner.reactor.forget(token);
+        }
+    }
+
+    /// The loop closed: no callback can run any more, so no
+    /// `connection_lost`. Drop what only the loop could: the buffers, the
+    /// close deadline's timer (it holds this end), and the protocol (it
+    /// usually keeps this end's handle). The reactor has dropped its
+    /// entries already.
+    fn loop_closed(&self) {
+        self.closer.take();
+        let timer = {
+            let mut st = self.st.borrow_mut();
+            st.core.lost = true;
+            st.core.closing.get_or_insert(CloseKind::Local);
+            st.core.wbuf.clear();
+            st.rx.clear();
+            st.core.close_timer.take()
+        };
+        drop(timer);
+        let proto = self.protocol.borrow_mut().take();
+        drop(proto);
     }
 
     pub(crate) fn link(a: &Rc<MemoryTransport>, b: &Rc<MemoryTransport>) {
@@ -221,13 +282,18 @@ impl MemoryTransport {
             // socket: its flush finds the reset.
             p.schedule_flush();
         }
-        let me = self.rc();
-        self.handle.call_soon(move || {
-            me.call_protocol("connection_lost", |p| p.connection_lost(reason));
-            // Break the transport <-> protocol cycle.
-            let proto = me.protocol.borrow_mut().take();
-            drop(proto);
-        });
+        self.forget_closer();
+        invoke::schedule_lost(
+            &self.handle,
+            self.rc(),
+            move |me| {
+                me.call_protocol("connection_lost", |p| p.connection_lost(reason));
+            },
+            |me| {
+                let proto = me.protocol.borrow_mut().take();
+                drop(proto);
+            },
+        );
     }
 }
 
@@ -337,5 +403,11 @@ impl TransportImpl for MemoryTransport {
 
     fn get_protocol(&self) -> Option<Rc<RefCell<dyn Protocol>>> {
         self.protocol.borrow().clone()
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        self.forget_closer();
     }
 }
