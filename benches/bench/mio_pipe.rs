@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Registry, Token};
 use slab::Slab;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -45,22 +45,12 @@ struct Conn {
 }
 
 pub fn run(addr: SocketAddr) -> Result<(), String> {
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .map_err(|e| e.to_string())?;
-    crate::servers::announce(listener.local_addr().map_err(|e| e.to_string())?);
+    let (mut poll, listener) = crate::servers::mio_listen(addr, LISTENER)?;
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = crate::load::AlignedBuf::new(256 * 1024);
     loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
-        }
+        crate::servers::mio_wait(&mut poll, &mut events)?;
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 accept_all(poll.registry(), &listener, &mut conns);

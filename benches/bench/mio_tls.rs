@@ -84,12 +84,7 @@ struct Conn {
 }
 
 pub fn run(addr: SocketAddr, config: Arc<ServerConfig>) -> Result<(), String> {
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .map_err(|e| e.to_string())?;
-    crate::servers::announce(listener.local_addr().map_err(|e| e.to_string())?);
+    let (mut poll, listener) = crate::servers::mio_listen(addr, LISTENER)?;
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     // Plaintext only, so no page alignment is needed for the kernel's
@@ -97,12 +92,7 @@ pub fn run(addr: SocketAddr, config: Arc<ServerConfig>) -> Result<(), String> {
     // `reader().read` takes it all.
     let mut plain = crate::load::AlignedBuf::new(64 * 1024);
     loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
-        }
+        crate::servers::mio_wait(&mut poll, &mut events)?;
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 accept_all(&poll, &listener, &mut conns, &config);

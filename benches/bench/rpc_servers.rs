@@ -93,8 +93,8 @@ mod mio_rpc {
     use std::io::{self, Read, Write};
     use std::net::SocketAddr;
 
-    use mio::net::{TcpListener, TcpStream};
-    use mio::{Events, Interest, Poll, Token};
+    use mio::net::TcpStream;
+    use mio::{Events, Interest, Token};
     use prost::Message;
     use slab::Slab;
 
@@ -112,24 +112,13 @@ mod mio_rpc {
     }
 
     pub fn run(addr: SocketAddr) -> Result<(), String> {
-        let mut poll = Poll::new().map_err(|e| e.to_string())?;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
-        crate::servers::announce(listener.local_addr().map_err(|e| e.to_string())?);
+        let (mut poll, listener) = crate::servers::mio_listen(addr, LISTENER)?;
         let mut conns: Slab<(TcpStream, Conn)> = Slab::new();
         let mut events = Events::with_capacity(1024);
         let mut buf = AlignedBuf::new(256 * 1024);
         let mut out = Vec::with_capacity(64 * 1024);
         loop {
-            if let Err(e) = poll.poll(&mut events, None) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("poll: {e}"));
-            }
+            crate::servers::mio_wait(&mut poll, &mut events)?;
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     loop {

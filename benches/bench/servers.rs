@@ -55,6 +55,34 @@ pub fn announce_str(addr: &str) {
     std::thread::spawn(control);
 }
 
+/// The raw mio servers' start: a `Poll` with a listener on `addr`
+/// registered under `token`, announced to the orchestrator.
+pub fn mio_listen(
+    addr: SocketAddr,
+    token: mio::Token,
+) -> Result<(mio::Poll, mio::net::TcpListener), String> {
+    let poll = mio::Poll::new().map_err(|e| e.to_string())?;
+    let mut listener =
+        mio::net::TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+    poll.registry()
+        .register(&mut listener, token, mio::Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    announce(listener.local_addr().map_err(|e| e.to_string())?);
+    Ok((poll, listener))
+}
+
+/// Wait for events with no timeout, as every raw mio server does,
+/// retrying when a signal interrupts the wait.
+pub fn mio_wait(poll: &mut mio::Poll, events: &mut mio::Events) -> Result<(), String> {
+    loop {
+        match poll.poll(events, None) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+    }
+}
+
 /// Run `serve` on a tokio `current_thread` runtime: every tokio peer.
 pub fn tokio_current_thread(
     serve: impl std::future::Future<Output = Result<(), String>>,
@@ -218,23 +246,12 @@ mod mio_echo {
     }
 
     pub fn run(addr: SocketAddr) -> Result<(), String> {
-        let mut poll = Poll::new().map_err(|e| e.to_string())?;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
-        super::announce(listener.local_addr().map_err(|e| e.to_string())?);
+        let (mut poll, listener) = super::mio_listen(addr, LISTENER)?;
         let mut conns: Slab<Conn> = Slab::new();
         let mut events = Events::with_capacity(1024);
         let mut buf = crate::load::AlignedBuf::new(256 * 1024);
         loop {
-            if let Err(e) = poll.poll(&mut events, None) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("poll: {e}"));
-            }
+            super::mio_wait(&mut poll, &mut events)?;
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     accept_all(&poll, &listener, &mut conns);
