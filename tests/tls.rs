@@ -1,7 +1,8 @@
 //! TLS over loopback TCP: echo, verification failures, bad clients,
 //! mutual TLS, start_tls, close_notify handling, timeouts. Interop with
 //! the openssl programs is in `tls/interop.rs`, closing in `tls/closing.rs`, STARTTLS in
-//! `tls/start_tls.rs`, `close_clients` and TLS over Unix sockets in `tls/serving.rs`.
+//! `tls/start_tls.rs`, `close_clients` and TLS over Unix sockets in `tls/serving.rs`,
+//! connections whose loop is closed under them in `tls/loop_closed.rs`.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -24,6 +25,8 @@ mod closing;
 mod cork;
 #[path = "tls/interop.rs"]
 mod interop;
+#[path = "tls/loop_closed.rs"]
+mod loop_closed;
 #[path = "tls/serving.rs"]
 mod serving;
 #[path = "tls/start_tls.rs"]

@@ -222,30 +222,62 @@ impl TlsLayer {
     }
 
     pub(super) fn on_lower_lost(&self, reason: CloseReason) {
-        let (reason, connected) = {
-            let mut st = self.st.borrow_mut();
-            if st.lost {
-                return;
-            }
-            st.lost = true;
-            for t in [
-                st.hs_timer.take(),
-                st.shutdown_timer.take(),
-                st.close_timer.take(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                t.cancel();
-            }
-            st.plain_in = BytesMut::new();
-            (st.final_reason.take().unwrap_or(reason), st.user_connected)
+        let Some((decided, connected)) = self.set_lost() else {
+            return;
         };
+        let reason = decided.unwrap_or(reason);
         self.settle_handshake(Err(Error::TlsHandshake(reason.clone())));
         if connected {
             self.call_user("connection_lost", |p| p.connection_lost(reason));
         }
-        // Break the cycles user protocol -> transport -> layer -> user.
+        self.release();
+    }
+
+    /// The stream below dropped its protocol ([`Lower`]): after its
+    /// `connection_lost`, when [`on_lower_lost`](Self::on_lower_lost) has
+    /// done all this already, or without it because the loop closed (the
+    /// stream's `loop_closed`, or its `connection_lost` dropped unrun with
+    /// the loop's queue). The stream has closed its socket then, and no
+    /// callback can run any more, so no `connection_lost` either: end
+    /// silently, releasing what holds the user's protocol and this layer in
+    /// a cycle (the protocol usually keeps this layer's transport).
+    pub(super) fn on_lower_dropped(&self) {
+        if self.set_lost().is_none() {
+            return;
+        }
+        // A task awaiting the handshake is woken: on a closed loop that
+        // drops it, and with it what it held of this layer.
+        self.settle_handshake(Err(Error::LoopClosed));
+        self.release();
+    }
+
+    /// Mark the connection lost and cancel its timers. `None` if it
+    /// already was; else what `connection_lost` was decided to say, if
+    /// anything, and whether the user's protocol is connected.
+    fn set_lost(&self) -> Option<(Option<CloseReason>, bool)> {
+        let (timers, out) = {
+            let mut st = self.st.borrow_mut();
+            if st.lost {
+                return None;
+            }
+            st.lost = true;
+            st.plain_in = BytesMut::new();
+            let timers = [
+                st.hs_timer.take(),
+                st.shutdown_timer.take(),
+                st.close_timer.take(),
+            ];
+            (timers, (st.final_reason.take(), st.user_connected))
+        };
+        for t in timers.into_iter().flatten() {
+            t.cancel();
+        }
+        Some(out)
+    }
+
+    /// Break the cycles user protocol -> transport -> layer -> user, and
+    /// layer -> stream below -> [`Lower`] -> layer.
+    fn release(&self) {
         let user = self.user.borrow_mut().take();
         let lower = self.lower.borrow_mut().take();
         drop((user, lower));
@@ -260,6 +292,12 @@ impl TlsLayer {
             crate::transport::TransportImpl::close(self);
         }
         true
+    }
+}
+
+impl Drop for Lower {
+    fn drop(&mut self) {
+        self.0.on_lower_dropped();
     }
 }
 

@@ -17,6 +17,15 @@
 //! peer's or its EOF) and `Lower` (the stream transport was told to close;
 //! its `connection_lost` ends everything).
 //!
+//! # Ownership
+//!
+//! The stream below owns the layer, through [`Lower`], its protocol; the
+//! layer keeps the stream's [`Transport`] and the user's protocol, which usually
+//! keeps the layer's [`Transport`]; the layer's timers hold it weakly.
+//! The stream drops [`Lower`] after its `connection_lost`, or when the
+//! loop closes, with or without that call having run: dropping [`Lower`]
+//! ends the layer (`on_lower_dropped`), which breaks the cycles.
+//!
 //! # Borrows
 //!
 //! The user's protocol is only ever called with no borrow of the layer's
@@ -142,7 +151,8 @@ impl Drop for Cork<'_> {
 }
 
 /// The protocol the stream transport below sees: forwards to the layer
-/// (see `inbound.rs`).
+/// (see `inbound.rs`). Dropped, it ends the layer if it is not over yet
+/// (see the module docs).
 pub(crate) struct Lower(pub(super) Rc<TlsLayer>);
 
 impl TlsLayer {

@@ -69,6 +69,20 @@
 //! - A handshake that does not finish within the handshake timeout
 //!   (default 60 s) ends with [`CloseReason::Timeout`]`(Handshake)`.
 //!
+//! # Closing the loop
+//!
+//! A TLS connection still open when its loop is closed (or dropped) is
+//! closed with the socket below it, in whatever state it is: handshaking,
+//! open, or closing and waiting for the peer's `close_notify` or for a
+//! close deadline. Nothing more is sent (no `close_notify`) and no
+//! callback runs, since none runs on a closed loop: the timers are
+//! dropped, a task still awaiting the handshake (in `create_connection` or
+//! [`TlsUpgrade::handshake`]) is dropped with the loop as any task is, and
+//! the protocol is dropped without `connection_lost`. The protocol may
+//! keep its [`Transport`]: that cycle is broken then. The same goes for a
+//! connection closed or aborted just before its loop, whose
+//! `connection_lost` had not run yet.
+//!
 //! # Reading and writing
 //!
 //! `pause_reading` stops decrypting too: the socket below is paused (it
