@@ -7,31 +7,36 @@
 //! layer makes below is seen exactly.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
+use proptest::prelude::*;
 use protoloop::testing::{Call, RecordingTransport};
 use protoloop::tls::{self, TlsServer};
 use protoloop::{EventLoop, Protocol, Transport};
 
 use super::support::*;
 
-/// Answers each read with `reply_len` copies of its first byte, and notes
-/// what `get_write_buffer_size` said right after.
+/// Answers the n-th read with the n-th entry of `script`: writes of those
+/// sizes, each filled with the read's first byte; noting what
+/// `get_write_buffer_size` said after them.
 struct Replier {
-    t: Option<Transport>,
-    reply_len: usize,
+    t: Rc<RefCell<Option<Transport>>>,
+    script: VecDeque<Vec<usize>>,
     buffered: Rc<RefCell<Vec<usize>>>,
 }
 
 impl Protocol for Replier {
     fn connection_made(&mut self, t: Transport) {
-        self.t = Some(t);
+        *self.t.borrow_mut() = Some(t);
     }
     fn data_received(&mut self, data: &[u8]) {
-        let t = self.t.as_ref().unwrap();
-        t.write(&vec![data[0]; self.reply_len]).unwrap();
+        let t = self.t.borrow().clone().unwrap();
+        for len in self.script.pop_front().unwrap_or_default() {
+            t.write(&vec![data[0]; len]).unwrap();
+        }
         self.buffered.borrow_mut().push(t.get_write_buffer_size());
     }
 }
@@ -83,36 +88,43 @@ impl Rig {
     }
 }
 
-/// Handshake up to the client's `Finished`, then send it with one byte of
-/// data in the same read, as a client pipelining its first request does.
-/// Returns the layer's writes for that read, the client's plaintext from
-/// them, and what the protocol saw buffered after its reply.
-fn finished_and_first_request(reply_len: usize) -> (Vec<Vec<u8>>, Vec<u8>, Vec<usize>) {
-    let pki = pki();
+/// What one scripted run saw: per client request, the layer's writes below
+/// and the plaintext the client decrypted from them; what the protocol saw
+/// buffered after each reply; and the buffer once all was done.
+struct Seen {
+    writes: Vec<Vec<Vec<u8>>>,
+    plain: Vec<Vec<u8>>,
+    buffered: Vec<usize>,
+    buffered_after: usize,
+}
+
+/// Handshake up to the client's `Finished`, then send it with the first
+/// one-byte request in the same read, as a client pipelining its first
+/// request does; then one request per further entry of `script`, each
+/// answered by the writes the entry lists.
+fn run_script(pki: &Pki, script: Vec<Vec<usize>>) -> Seen {
     let lp = EventLoop::new().unwrap();
     let buffered = Rc::new(RefCell::new(Vec::new()));
-    let b = buffered.clone();
-    let (writes, plain) = lp
+    let rounds = script.len();
+    let (b, pki) = (buffered.clone(), (pki.server(), pki.client()));
+    let (writes, plain, buffered_after) = lp
         .run_until_complete(async move {
             let rec = RecordingTransport::new();
+            let server_t = Rc::new(RefCell::new(None));
             let proto = Rc::new(RefCell::new(Replier {
-                t: None,
-                reply_len,
+                t: server_t.clone(),
+                script: script.into(),
                 buffered: b,
             }));
-            let up = tls::start_tls_with_protocol(
-                &rec.transport(),
-                TlsServer::new(pki.server()),
-                b"",
-                proto,
-            )
-            .unwrap();
+            let up =
+                tls::start_tls_with_protocol(&rec.transport(), TlsServer::new(pki.0), b"", proto)
+                    .unwrap();
             protoloop::sleep(Duration::from_millis(1)).await; // the swap
             let lower = rec
                 .transport()
                 .get_protocol()
                 .expect("the layer is the protocol below");
-            let client = rustls::ClientConnection::new(pki.client(), localhost()).unwrap();
+            let client = rustls::ClientConnection::new(pki.1, localhost()).unwrap();
             let mut rig = Rig { rec, lower, client };
 
             let flight = rig.client_to_server().await; // ClientHello
@@ -123,15 +135,40 @@ fn finished_and_first_request(reply_len: usize) -> (Vec<Vec<u8>>, Vec<u8>, Vec<u
                 "the client has the server's Finished"
             );
 
-            rig.client.writer().write_all(b"x").unwrap();
-            let writes = rig.client_to_server().await; // Finished + "x"
-            let plain = rig.server_to_client(&writes);
+            let (mut writes, mut plain) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
+                // The first goes with the client's Finished.
+                rig.client
+                    .writer()
+                    .write_all(&[request_byte(round)])
+                    .unwrap();
+                let w = rig.client_to_server().await;
+                plain.push(rig.server_to_client(&w));
+                writes.push(w);
+            }
+            let after = server_t.borrow().as_ref().unwrap().get_write_buffer_size();
             drop(up);
-            (writes, plain)
+            (writes, plain, after)
         })
         .unwrap();
-    let seen = buffered.borrow().clone();
-    (writes, plain, seen)
+    let buffered = buffered.borrow().clone();
+    Seen {
+        writes,
+        plain,
+        buffered,
+        buffered_after,
+    }
+}
+
+/// The one byte of the client's request number `round`: `x`, `y`, ...
+fn request_byte(round: usize) -> u8 {
+    b'x'.wrapping_add(round as u8)
+}
+
+/// [`run_script`] with one reply of `reply_len` bytes to the first request.
+fn finished_and_first_request(reply_len: usize) -> (Vec<Vec<u8>>, Vec<u8>, Vec<usize>) {
+    let mut seen = run_script(&pki(), vec![vec![reply_len]]);
+    (seen.writes.remove(0), seen.plain.remove(0), seen.buffered)
 }
 
 #[test]
@@ -158,4 +195,49 @@ fn a_big_reply_leaves_at_once_behind_what_was_held() {
     // after the tickets (the client decrypted them first, in order).
     assert_eq!(buffered, vec![0]);
     assert!(!writes.is_empty());
+}
+
+/// The most plaintext the layer holds back (`CORK_LIMIT` in the layer).
+const CORK_LIMIT: usize = 16 * 1024;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the protocol writes from data_received (none, small,
+    /// around the cork's limit, big), the client gets every byte in order,
+    /// nothing stays held once a read is handled, and a read whose replies
+    /// fit under the limit costs exactly one write below.
+    #[test]
+    fn replies_of_any_size_arrive_whole_in_order(
+        script in prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![0usize..64, 1usize..4096, 15_000usize..17_000, 17_000usize..70_000],
+                0..4,
+            ),
+            1..6,
+        )
+    ) {
+        let seen = PKI.with(|pki| run_script(pki, script.clone()));
+        for (round, sizes) in script.iter().enumerate() {
+            let want: Vec<u8> = sizes.iter().flat_map(|&n| vec![request_byte(round); n]).collect();
+            prop_assert_eq!(&seen.plain[round], &want, "round {}", round);
+            let total: usize = sizes.iter().sum();
+            // The first round also carries the session tickets.
+            if total > 0 && total <= CORK_LIMIT {
+                prop_assert_eq!(seen.writes[round].len(), 1, "round {} ({:?})", round, sizes);
+            }
+            // What the cork still holds after the replies: a write that
+            // would take it over the limit sends everything at once.
+            let held = sizes
+                .iter()
+                .fold(0, |held, &n| if held + n <= CORK_LIMIT { held + n } else { 0 });
+            prop_assert_eq!(seen.buffered[round], held, "round {} ({:?})", round, sizes);
+        }
+        prop_assert_eq!(seen.buffered_after, 0);
+    }
+}
+
+thread_local! {
+    /// One certificate for all the cases: making one takes a while.
+    static PKI: Pki = pki();
 }
