@@ -48,7 +48,8 @@ usage:
         [--pin] [--perf | --no-perf] [--out DIR]
   bench --serve protoloop|tokio|mio [--app echo|rpc|udp|pipe] --listen HOST:PORT
   bench --serve protoloop|tokio|mio --app tls --cert PEM --key PEM --listen HOST:PORT
-  bench --load WORKLOAD --connect HOST:PORT [--secs S]
+  bench --load WORKLOAD --connect HOST:PORT [--secs S] [--peers P]
+               (P: whose client makes the client* workloads' load; default protoloop)
   bench --write-cert DIR       write a self-signed cert.pem and key.pem for 127.0.0.1 into DIR
 
   --quick      a smoke run: 3 reps of 0.1 s, 1,000 idle connections, no perf, and one
@@ -89,6 +90,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let (mut cert, mut key): (Option<String>, Option<String>) = (None, None);
     let mut secs_given = false;
     let mut workloads_given = false;
+    let mut peers_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -110,6 +112,7 @@ fn run(args: &[String]) -> Result<(), String> {
             "--warmup" => cfg.warmup = secs(a, &value()?)?,
             "--idle" => cfg.idle_conns = parse(a, &value()?)?,
             "--peers" => {
+                peers_given = true;
                 cfg.peers = value()?
                     .split(',')
                     .map(Peer::parse)
@@ -172,7 +175,12 @@ fn run(args: &[String]) -> Result<(), String> {
         } else {
             Duration::from_secs(10)
         };
-        return orchestrate::standalone_load(w, addr, secs);
+        // For the client workloads, whose client makes the load.
+        let client = match cfg.peers.first() {
+            Some(&p) if peers_given => p,
+            _ => Peer::Protoloop,
+        };
+        return orchestrate::standalone_load(w, addr, secs, client);
     }
     orchestrate::run(cfg)
 }

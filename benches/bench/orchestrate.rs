@@ -435,14 +435,19 @@ fn raise_nofile_limit() -> u64 {
 }
 
 /// `--load`: drive a server started by hand (for profiling it).
-pub fn standalone_load(w: Workload, addr: SocketAddr, secs: Duration) -> Result<(), String> {
+pub fn standalone_load(
+    w: Workload,
+    addr: SocketAddr,
+    secs: Duration,
+    client: Peer,
+) -> Result<(), String> {
     let io = |e: std::io::Error| format!("load: {e}");
     match w {
         Workload::Echo { .. }
         | Workload::Rpc { .. }
         | Workload::Client { .. }
         | Workload::More { .. } => {
-            let mut load = Load::connect(w, Peer::Protoloop, addr).map_err(io)?;
+            let mut load = Load::connect(w, client, addr).map_err(io)?;
             let warm = load.run(Duration::from_millis(500)).map_err(io)?;
             let p = load.run(secs).map_err(io)?;
             println!(

@@ -149,18 +149,21 @@ impl TokioClients {
             .build()?;
         let local = tokio::task::LocalSet::new();
         let stats = Stats::new();
-        let frame: bytes::Bytes = request().encode_to_vec().into();
+        // Each request is built and encoded when it is sent, as the
+        // `RpcClient` version does (and as the tokio server encodes each
+        // reply): reusing one encoded frame would skip prost's work.
+        let frame = || -> bytes::Bytes { request().encode_to_vec().into() };
         for _ in 0..conns {
             let sock = local.block_on(&rt, tokio::net::TcpStream::connect(addr))?;
             sock.set_nodelay(true)?;
-            let (stats, frame) = (stats.clone(), frame.clone());
+            let stats = stats.clone();
             local.spawn_local(async move {
                 let mut framed = Framed::new(sock, crate::rpc_servers::tokio_codec());
                 let mut sent = VecDeque::with_capacity(depth);
                 let fail = |e: String| stats.borrow_mut().error = Some(e);
                 for _ in 0..depth {
                     sent.push_back(Instant::now());
-                    if let Err(e) = framed.feed(frame.clone()).await {
+                    if let Err(e) = framed.feed(frame()).await {
                         return fail(e.to_string());
                     }
                 }
@@ -187,7 +190,7 @@ impl TokioClients {
                             return;
                         }
                         sent.push_back(Instant::now());
-                        if let Err(e) = framed.feed(frame.clone()).await {
+                        if let Err(e) = framed.feed(frame()).await {
                             return fail(e.to_string());
                         }
                         got = framed.next().now_or_never().flatten();
