@@ -655,13 +655,7 @@ impl<S: StreamSocket> IoHandler for StreamTransport<S> {
         // No callback can run any more, so no connection_lost: just close
         // the socket (the peer sees EOF or a reset) and drop the protocol,
         // which usually holds this transport's handle.
-        let timer = {
-            let mut st = self.st.borrow_mut();
-            st.core.lost = true;
-            st.core.closing.get_or_insert(CloseKind::Local);
-            st.core.wbuf.clear();
-            st.core.close_timer.take()
-        };
+        let timer = self.st.borrow_mut().core.loop_closed();
         drop(timer);
         self.token.take();
         let sock = self.sock.borrow_mut().take();

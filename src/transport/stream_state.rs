@@ -141,6 +141,19 @@ impl StreamState {
         (!self.lost).then_some(&mut self.close_timer)
     }
 
+    /// The loop closed under an open connection: it is over, with no
+    /// callback to come, and nothing will flush. The close deadline's
+    /// timer is handed back rather than dropped here, because dropping it
+    /// drops what its callback holds, which the caller must do with no
+    /// borrow of this state held.
+    #[must_use = "drop the timer once the state is no longer borrowed"]
+    pub(crate) fn loop_closed(&mut self) -> Option<TimerHandle> {
+        self.lost = true;
+        self.closing.get_or_insert(CloseKind::Local);
+        self.wbuf.clear();
+        self.close_timer.take()
+    }
+
     /// The connection is over: drop the buffer and the close deadline.
     /// `false` if it already was (finishing is idempotent).
     pub(crate) fn set_lost(&mut self) -> bool {
@@ -204,6 +217,17 @@ mod tests {
         let st = StreamState::default();
         assert_eq!(st.close_after_eof(false), Some(CloseKind::PeerEof));
         assert_eq!(st.close_after_eof(true), None);
+    }
+
+    #[test]
+    fn loop_closed_ends_the_connection_and_drops_the_buffer() {
+        let mut st = StreamState::default();
+        st.wbuf.push_slice(b"unsent");
+        assert!(st.loop_closed().is_none(), "no deadline was armed");
+        assert!(st.wbuf.is_empty() && st.is_closing() && !st.can_read());
+        assert_eq!(st.closing, Some(CloseKind::Local));
+        assert!(st.close_timer_slot().is_none());
+        assert!(!st.set_lost(), "already over");
     }
 
     #[test]

@@ -143,11 +143,8 @@ impl MemoryTransport {
         self.closer.take();
         let timer = {
             let mut st = self.st.borrow_mut();
-            st.core.lost = true;
-            st.core.closing.get_or_insert(CloseKind::Local);
-            st.core.wbuf.clear();
             st.rx.clear();
-            st.core.close_timer.take()
+            st.core.loop_closed()
         };
         drop(timer);
         let proto = self.protocol.borrow_mut().take();
