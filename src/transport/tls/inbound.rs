@@ -52,8 +52,8 @@ impl TlsLayer {
         // peer's data would pile up in `plain_in` unread.
         self.update_reading();
         // The plaintext held during the handshake was released to rustls
-        // (and counted by on_ciphertext's flush).
-        self.flush_soon(0);
+        // by the read that completed it; on_ciphertext, our only caller,
+        // flushed (or holds) it already.
         let connect = {
             let mut st = self.st.borrow_mut();
             let c = st.connect_on_handshake && !st.closing && !st.lost;
